@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// derrick's single entry point. Publisher and redirector register their own commands and never import each other.
+import { Command, CommanderError } from 'commander';
+import { LockBusyError } from './publisher/lock.js';
+import { registerPublisherCommands } from './publisher/cli.js';
+import { EXIT, UsageError } from './shared/cli-util.js';
+
+let exitCode: number = EXIT.ok;
+const program = new Command('derrick')
+  .description('a static atomic container image publisher with a thin Registry v2 redirect server')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+registerPublisherCommands(program, (c) => (exitCode = c));
+
+try {
+  await program.parseAsync(process.argv);
+  process.exitCode = exitCode;
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : EXIT.usage;
+  } else if (err instanceof UsageError) {
+    console.error(`error: ${err.message}`);
+    process.exitCode = EXIT.usage;
+  } else if (err instanceof LockBusyError) {
+    console.error(`error: ${err.message}`);
+    process.exitCode = EXIT.busy;
+  } else {
+    console.error(`error: ${(err as Error).stack ?? err}`);
+    process.exitCode = EXIT.failed;
+  }
+}

@@ -1,0 +1,66 @@
+// The publisher's commands: publish, status, gc.
+import type { Command } from 'commander';
+import { UsageError, loadConfigOrExit, parseWait } from '../shared/cli-util.js';
+import { createLogger } from '../shared/log.js';
+import { formatBytes } from '../shared/units.js';
+import { runGc } from './gc.js';
+import { exitCodeFor, runPublish } from './run-publish.js';
+import { formatStatusTable, repoStatus } from './status.js';
+
+export function registerPublisherCommands(program: Command, setExit: (code: number) => void): void {
+  program
+    .command('publish')
+    .description('sync repos from their sources into the store and publish them atomically')
+    .argument('[repo...]', 'repos to publish (default: all in the config)')
+    .option('-c, --config <file>', 'config file (default: $DERRICK_CONFIG or ./derrick.yaml)')
+    .option('--no-fetch', 'publish from the store only, with no network')
+    .option('--force-fetch', 're-fetch every manifest and re-verify every blob')
+    .option('--dry-run', 'show what would change; fetch and write nothing')
+    .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
+    .option('--log-format <format>', 'text or json', 'text')
+    .action(async (repos: string[], o) => {
+      const config = loadConfigOrExit(o.config);
+      if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
+      const unknown = repos.filter((r) => !config.repos.some((c) => c.name === r));
+      if (unknown.length) throw new UsageError(`${config.file}: no repo named ${unknown.join(', ')} in repos:`);
+      const json = o.logFormat === 'json';
+      const log = createLogger({ json });
+      const outcomes = await runPublish({
+        config,
+        repos,
+        policy: o.fetch === false ? 'no-fetch' : o.forceFetch ? 'force-fetch' : 'default',
+        dryRun: !!o.dryRun,
+        waitMs: parseWait(o.wait),
+        log,
+        progress: !json && process.stderr.isTTY,
+        print: json ? undefined : (line) => (line.startsWith('error:') ? console.error(line) : console.log(line)),
+      });
+      setExit(exitCodeFor(outcomes));
+    });
+
+  program
+    .command('status')
+    .description('show each repo: tags, current publish, size, state')
+    .option('-c, --config <file>', 'config file')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const rows = await repoStatus(loadConfigOrExit(o.config));
+      console.log(o.json ? JSON.stringify(rows, null, 2) : formatStatusTable(rows));
+    });
+
+  program
+    .command('gc')
+    .description('delete expired masters and store objects nothing references')
+    .option('-c, --config <file>', 'config file')
+    .option('--dry-run', 'list what would be deleted')
+    .option('--wait <duration>', 'wait this long for running publishes')
+    .action(async (o) => {
+      const config = loadConfigOrExit(o.config);
+      const r = await runGc(config, { dryRun: !!o.dryRun, waitMs: parseWait(o.wait) });
+      const verb = o.dryRun ? 'would delete' : 'deleted';
+      for (const m of r.masters) console.log(`${verb} master ${m}`);
+      for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${formatBytes(b.size)})`);
+      const bytes = r.blobs.reduce((a, b) => a + b.size, 0);
+      console.log(`gc: ${verb} ${r.masters.length} masters and ${r.blobs.length} blobs (${formatBytes(bytes)})`);
+    });
+}

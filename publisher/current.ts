@@ -1,0 +1,37 @@
+// What a repo's symlinks point at now.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Layout } from '../shared/layout.js';
+import { MASTER_NAME_RE, REDIRECT_FILE_NAME } from '../shared/layout.js';
+import { parseRedirectFile, type RedirectFile } from '../shared/redirect-file.js';
+import { readLink } from './swap.js';
+
+export interface CurrentPublish {
+  /** Master served by web/<repo>. */
+  web?: string;
+  /** Master whose redirect file app/<file>.json names. */
+  app?: string;
+}
+
+function masterOf(target: string | undefined, expectFile: boolean): string | undefined {
+  if (!target) return undefined;
+  const parts = target.split('/').filter(Boolean);
+  const name = expectFile ? parts.at(-2) : parts.at(-1);
+  return name && MASTER_NAME_RE.test(name) ? name : undefined;
+}
+
+export async function currentPublish(l: Layout, name: string): Promise<CurrentPublish> {
+  return {
+    web: masterOf(await readLink(l.web(name)), false),
+    app: masterOf(await readLink(l.app(name)), true),
+  };
+}
+
+export async function readMasterRedirect(l: Layout, name: string, master: string): Promise<RedirectFile | undefined> {
+  try {
+    const file = parseRedirectFile(await fs.readFile(path.join(l.master(name, master), REDIRECT_FILE_NAME), 'utf8'));
+    return file.version === 4 ? (file as RedirectFile) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,106 @@
+// Small durable-filesystem helpers: every publish step that must survive a crash goes through here.
+import fs from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { TMP_PREFIX } from '../shared/layout.js';
+
+/** A temp name in `dir` that encodes our pid, so a later run can tell live temps from debris. */
+export function tmpName(dir: string, label = ''): string {
+  return path.join(dir, `${TMP_PREFIX}${label}${label ? '.' : ''}${process.pid}.${crypto.randomBytes(6).toString('hex')}`);
+}
+
+/** The pid a tmpName() was made by, if it has one. */
+export function tmpNamePid(name: string): number | undefined {
+  const m = /\.(\d+)\.[0-9a-f]{12}$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+export function isPidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** fsync a directory so that the entries created, renamed or removed in it are durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes a file under a temp name, fsyncs it and renames it into place. */
+export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = tmpName(path.dirname(file));
+  const fh = await fs.open(tmp, 'wx', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, file);
+}
+
+/** Hardlinks `src` to `dst`; copies only when they sit on different filesystems. */
+export async function linkOrCopy(src: string, dst: string): Promise<'linked' | 'copied'> {
+  try {
+    await fs.link(src, dst);
+    return 'linked';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    await fs.copyFile(src, dst, C.COPYFILE_EXCL);
+    const fh = await fs.open(dst, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return 'copied';
+  }
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; rejects with the first error. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]!, i);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+  return out;
+}

@@ -1,0 +1,128 @@
+// Inter-process locks for cron runs on one host: a lock is a file created atomically with
+// link(2), holding the owner's pid. A lock whose owner died (SIGKILL, OOM) is broken at once,
+// not after a timeout, so a crashed publish never blocks the next one.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { isPidAlive, readdirOrEmpty, tmpName } from './fsutil.js';
+
+export class LockBusyError extends Error {
+  constructor(
+    readonly what: string,
+    readonly pid: number | undefined,
+  ) {
+    super(`${what} is busy${pid ? ` (locked by pid ${pid})` : ''}`);
+    this.name = 'LockBusyError';
+  }
+}
+
+export interface Lock {
+  release(): Promise<void>;
+}
+
+async function ownerPid(file: string): Promise<number | undefined> {
+  try {
+    const pid = Number.parseInt((await fs.readFile(file, 'utf8')).split('\n')[0] ?? '', 10);
+    return Number.isFinite(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function tryCreate(file: string): Promise<boolean> {
+  const tmp = tmpName(path.dirname(file), 'lock');
+  await fs.writeFile(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
+  try {
+    await fs.link(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+/**
+ * Breaking a dead owner's lock is itself guarded by a short-lived lock, so two waiters can't
+ * both decide the same lock is stale and each remove the other's fresh one.
+ */
+async function breakIfStale(file: string): Promise<number | undefined> {
+  const pid = await ownerPid(file);
+  if (pid !== undefined && isPidAlive(pid)) return pid;
+  const guard = `${file}.break`;
+  if (!(await tryCreate(guard))) {
+    const gpid = await ownerPid(guard);
+    if (gpid === undefined || !isPidAlive(gpid)) await fs.rm(guard, { force: true });
+    return pid;
+  }
+  try {
+    const again = await ownerPid(file);
+    if (again === pid) await fs.rm(file, { force: true });
+  } finally {
+    await fs.rm(guard, { force: true });
+  }
+  return undefined;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Takes the lock at `file`, waiting up to `waitMs` (0: fail at once with LockBusyError). */
+export async function acquireLock(file: string, what: string, waitMs = 0): Promise<Lock> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    if (await tryCreate(file)) {
+      return {
+        release: async () => {
+          if ((await ownerPid(file)) === process.pid) await fs.rm(file, { force: true });
+        },
+      };
+    }
+    const holder = await breakIfStale(file);
+    if (holder === undefined) continue;
+    if (Date.now() >= deadline) throw new LockBusyError(what, holder);
+    await sleep(100 + Math.random() * 150);
+  }
+}
+
+/**
+ * The store lock is shared by publishes (many repos may sync into the store at once) and
+ * exclusive for gc (which deletes what no repo references). A shared holder registers a file
+ * and then checks for an exclusive holder; gc takes the exclusive file and then waits for the
+ * shared holders to drain. Each side writes before it reads, so they can't both miss each other.
+ */
+export async function acquireStoreShared(storeLock: string, waitMs = 0): Promise<Lock> {
+  const dir = path.dirname(storeLock);
+  await fs.mkdir(dir, { recursive: true });
+  const mine = `${storeLock}.shared.${process.pid}`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    await fs.writeFile(mine, `${process.pid}\n`);
+    const holder = await ownerPid(storeLock);
+    if (holder === undefined || !isPidAlive(holder)) return { release: () => fs.rm(mine, { force: true }) };
+    await fs.rm(mine, { force: true });
+    if (Date.now() >= deadline) throw new LockBusyError('the store (gc running)', holder);
+    await sleep(100 + Math.random() * 150);
+  }
+}
+
+export async function acquireStoreExclusive(storeLock: string, waitMs = 0): Promise<Lock> {
+  const lock = await acquireLock(storeLock, 'the store', waitMs);
+  const deadline = Date.now() + waitMs;
+  const prefix = `${path.basename(storeLock)}.shared.`;
+  for (;;) {
+    const live: number[] = [];
+    for (const name of await readdirOrEmpty(path.dirname(storeLock))) {
+      if (!name.startsWith(prefix)) continue;
+      const pid = Number(name.slice(prefix.length));
+      if (pid !== process.pid && isPidAlive(pid)) live.push(pid);
+      else if (pid !== process.pid) await fs.rm(path.join(path.dirname(storeLock), name), { force: true });
+    }
+    if (live.length === 0) return lock;
+    if (Date.now() >= deadline) {
+      await lock.release();
+      throw new LockBusyError('the store (publish running)', live[0]);
+    }
+    await sleep(100 + Math.random() * 150);
+  }
+}

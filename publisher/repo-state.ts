@@ -1,0 +1,41 @@
+// Per-repo sync state beside the store: what the last sync found, so --no-fetch can publish
+// without a network and the next sync can skip what it already has.
+import fs from 'node:fs/promises';
+import writeFileAtomic from 'write-file-atomic';
+import { z } from 'zod';
+import type { Layout } from '../shared/layout.js';
+import { DerrickDataSchema } from '../shared/redirect-file.js';
+
+export const RepoStateSchema = z
+  .object({
+    name: z.string(),
+    source: z.string(),
+    lastSync: z.string(),
+    /** tag -> upstream ETag, when the upstream sent one. */
+    etags: z.record(z.string(), z.string()).default({}),
+    tags: DerrickDataSchema.shape.tags,
+    manifests: DerrickDataSchema.shape.manifests,
+    blobs: DerrickDataSchema.shape.blobs,
+    referrers: DerrickDataSchema.shape.referrers,
+  })
+  .strict();
+
+export type RepoState = z.output<typeof RepoStateSchema>;
+
+export async function readRepoState(l: Layout, name: string): Promise<RepoState | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(l.repoState(name), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const parsed = RepoStateSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new Error(`${l.repoState(name)}: corrupt repo state: ${parsed.error.issues[0]?.message}`);
+  return parsed.data;
+}
+
+export async function writeRepoState(l: Layout, state: RepoState): Promise<void> {
+  await fs.mkdir(l.repoStateDir, { recursive: true });
+  await writeFileAtomic(l.repoState(state.name), JSON.stringify(state) + '\n', { fsync: true });
+}

@@ -1,0 +1,63 @@
+// Which masters a repo keeps, and the debris a killed run leaves behind.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Layout } from '../shared/layout.js';
+import { MASTER_NAME_RE, TMP_PREFIX, masterNameDate, repoKey } from '../shared/layout.js';
+import { currentPublish } from './current.js';
+import { isPidAlive, readdirOrEmpty, tmpNamePid } from './fsutil.js';
+
+export interface RetentionPlan {
+  keep: string[];
+  /** Masters to delete, with why. */
+  remove: Array<{ master: string; why: string }>;
+}
+
+/**
+ * Keeps the served masters, plus `keep` earlier ones. An older master goes only once it has
+ * been out of service for longer than `graceMs`, so a redirect handed out just before a swap
+ * still resolves (invariant 5). A master is out of service from the time its successor was
+ * built, which is its successor's name; that errs early only by the successor's build time.
+ */
+export async function planRetention(l: Layout, name: string, keep: number, graceMs: number, now: Date): Promise<RetentionPlan> {
+  const masters = (await readdirOrEmpty(l.masterDir(name))).filter((n) => MASTER_NAME_RE.test(n)).sort();
+  const cur = await currentPublish(l, name);
+  const served = new Set([cur.web, cur.app].filter((m): m is string => !!m));
+  const plan: RetentionPlan = { keep: [], remove: [] };
+  if (!cur.web) {
+    // Nothing was ever swapped in: every master is an orphan of a killed first run.
+    for (const m of masters) plan.remove.push({ master: m, why: 'never served' });
+    return plan;
+  }
+  const oldestServed = [...served].sort()[0]!;
+  const earlier = masters.filter((m) => m < oldestServed);
+  const kept = new Set(earlier.slice(Math.max(0, earlier.length - keep)));
+  masters.forEach((m, i) => {
+    if (served.has(m) || kept.has(m)) return void plan.keep.push(m);
+    if (m > cur.web!) return void plan.remove.push({ master: m, why: 'never served' });
+    const successor = masters[i + 1]!;
+    const outFor = now.getTime() - masterNameDate(successor).getTime();
+    if (outFor > graceMs) plan.remove.push({ master: m, why: `out of service ${Math.round(outFor / 1000)}s` });
+    else plan.keep.push(m);
+  });
+  return plan;
+}
+
+/** Temp masters and temp symlinks of this repo whose writer is gone. Call with the repo lock held. */
+export async function findDebris(l: Layout, name: string): Promise<string[]> {
+  const key = repoKey(name);
+  const out: string[] = [];
+  for (const n of await readdirOrEmpty(l.masterDir(name))) {
+    if (n.startsWith(TMP_PREFIX)) out.push(path.join(l.masterDir(name), n));
+  }
+  for (const [dir, prefix] of [[l.webDir, `${TMP_PREFIX}${key}.`], [l.appDir, `${TMP_PREFIX}${key}.json.`]] as const) {
+    for (const n of await readdirOrEmpty(dir)) {
+      const pid = tmpNamePid(n);
+      if (n.startsWith(prefix) && (pid === undefined || !isPidAlive(pid))) out.push(path.join(dir, n));
+    }
+  }
+  return out;
+}
+
+export async function removeAll(paths: string[]): Promise<void> {
+  for (const p of paths) await fs.rm(p, { recursive: true, force: true });
+}

@@ -1,0 +1,154 @@
+// The content-addressed store: <root>/store/blobs/sha256/<hex>, for manifests and blobs alike.
+// Nothing is renamed into place before its digest and size match (invariant 4).
+import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import crypto from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Layout } from '../shared/layout.js';
+import { TMP_PREFIX } from '../shared/layout.js';
+import { isSha256Digest, sha256Digest } from '../shared/oci.js';
+import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
+
+export class DigestMismatchError extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+    readonly expectedSize: number,
+    readonly actualSize: number,
+  ) {
+    super(
+      actualSize !== expectedSize
+        ? `blob ${expected}: got ${actualSize} bytes, expected ${expectedSize}`
+        : `blob ${expected}: content hashes to ${actual}`,
+    );
+    this.name = 'DigestMismatchError';
+  }
+}
+
+export interface Store {
+  layout: Layout;
+  has(digest: string): Promise<boolean>;
+  /** Streams `body` to a temp file, verifies digest and size, then renames it into place. */
+  putStream(digest: string, size: number, body: Readable): Promise<void>;
+  putBytes(digest: string, bytes: Uint8Array): Promise<void>;
+  read(digest: string): Promise<Buffer>;
+  /** Re-hashes a stored object; false when it is missing or corrupt. */
+  verify(digest: string, size?: number): Promise<boolean>;
+  remove(digest: string): Promise<void>;
+  /** Makes the renames of this run durable: one directory fsync instead of one per object. */
+  sync(): Promise<void>;
+  /** Removes temp files left by dead processes. */
+  cleanDebris(): Promise<string[]>;
+}
+
+function assertDigest(digest: string) {
+  if (!isSha256Digest(digest)) throw new Error(`unsupported digest ${digest}: only sha256 is stored`);
+}
+
+export async function openStore(l: Layout): Promise<Store> {
+  await fs.mkdir(l.storeBlobsDir, { recursive: true });
+  await fs.mkdir(l.repoStateDir, { recursive: true });
+  let dirty = false;
+
+  const has = async (digest: string) => {
+    assertDigest(digest);
+    try {
+      await fs.access(l.storeBlob(digest));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  const putStream = async (digest: string, size: number, body: Readable) => {
+    assertDigest(digest);
+    const tmp = tmpName(l.storeBlobsDir);
+    const fh = await fs.open(tmp, 'wx', 0o444);
+    const hash = crypto.createHash('sha256');
+    let written = 0;
+    try {
+      for await (const chunk of body) {
+        const buf = chunk as Buffer;
+        written += buf.length;
+        // Stop early on an oversized body instead of filling the disk with it.
+        if (written > size) throw new DigestMismatchError(digest, 'unknown', size, written);
+        hash.update(buf);
+        await fh.write(buf);
+      }
+      const actual = 'sha256:' + hash.digest('hex');
+      if (written !== size || actual !== digest) throw new DigestMismatchError(digest, actual, size, written);
+      await fh.sync();
+    } catch (err) {
+      body.destroy();
+      await fh.close().catch(() => {});
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await fs.rename(tmp, l.storeBlob(digest));
+    dirty = true;
+  };
+
+  const putBytes = async (digest: string, bytes: Uint8Array) => {
+    assertDigest(digest);
+    const actual = sha256Digest(bytes);
+    if (actual !== digest) throw new DigestMismatchError(digest, actual, bytes.length, bytes.length);
+    if (await has(digest)) return;
+    const tmp = tmpName(l.storeBlobsDir);
+    const fh = await fs.open(tmp, 'wx', 0o444);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, l.storeBlob(digest));
+    dirty = true;
+  };
+
+  const verify = async (digest: string, size?: number) => {
+    assertDigest(digest);
+    const hash = crypto.createHash('sha256');
+    let n = 0;
+    try {
+      for await (const chunk of createReadStream(l.storeBlob(digest))) {
+        n += (chunk as Buffer).length;
+        hash.update(chunk as Buffer);
+      }
+    } catch {
+      return false;
+    }
+    return 'sha256:' + hash.digest('hex') === digest && (size === undefined || n === size);
+  };
+
+  const cleanDebris = async () => {
+    const removed: string[] = [];
+    for (const name of await readdirOrEmpty(l.storeBlobsDir)) {
+      if (!name.startsWith(TMP_PREFIX)) continue;
+      const pid = tmpNamePid(name);
+      if (pid !== undefined && isPidAlive(pid)) continue;
+      await fs.rm(`${l.storeBlobsDir}/${name}`, { force: true });
+      removed.push(name);
+    }
+    return removed;
+  };
+
+  return {
+    layout: l,
+    has,
+    putStream,
+    putBytes,
+    read: (digest) => (assertDigest(digest), fs.readFile(l.storeBlob(digest))),
+    verify,
+    remove: async (digest) => {
+      await fs.rm(l.storeBlob(digest), { force: true });
+      dirty = true;
+    },
+    sync: async () => {
+      if (!dirty) return;
+      dirty = false;
+      await fsyncDir(l.storeBlobsDir);
+    },
+    cleanDebris,
+  };
+}

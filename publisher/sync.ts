@@ -1,0 +1,189 @@
+// Sync one repo from its Source into the store, under a fetch policy, and describe what the
+// store now holds for it (a RepoState). Publishing reads only that state and the store.
+import picomatch from 'picomatch';
+import type { RepoConfig } from '../shared/config.js';
+import { type Descriptor, parseManifest, isManifestType } from '../shared/oci.js';
+import type { ManifestEntry } from '../shared/redirect-file.js';
+import { mapLimit } from './fsutil.js';
+import type { RepoState } from './repo-state.js';
+import type { Source } from './sources/source.js';
+import { DigestMismatchError, type Store } from './store.js';
+
+export type FetchPolicy = 'default' | 'no-fetch' | 'force-fetch';
+
+export interface SyncStats {
+  tags: number;
+  manifestsFetched: number;
+  blobsFetched: number;
+  bytesFetched: number;
+  blobsVerified: number;
+}
+
+export interface SyncProgress {
+  onBlobStart?(digest: string, size: number): void;
+  onBlobBytes?(n: number): void;
+  onBlobDone?(digest: string): void;
+}
+
+/** A repo-level failure with the repo and the object it concerns in the message. */
+export class SyncError extends Error {
+  constructor(
+    readonly repo: string,
+    message: string,
+    readonly digest?: string,
+  ) {
+    super(`${repo}: ${message}`);
+    this.name = 'SyncError';
+  }
+}
+
+export function tagFilter(include: string[], exclude: string[]): (tag: string) => boolean {
+  const inc = picomatch(include, { dot: true });
+  const exc = exclude.length ? picomatch(exclude, { dot: true }) : () => false;
+  return (tag) => inc(tag) && !exc(tag);
+}
+
+/** Blob attempts: the registry client retries requests; this retries bodies cut off or corrupted. */
+const BLOB_ATTEMPTS = 3;
+
+export interface SyncOptions {
+  repo: RepoConfig;
+  source: Source;
+  store: Store;
+  prev: RepoState | undefined;
+  policy: Exclude<FetchPolicy, 'no-fetch'>;
+  concurrency: number;
+  progress?: SyncProgress;
+}
+
+export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; stats: SyncStats }> {
+  const { repo, source, store, prev, policy, concurrency, progress } = opts;
+  const force = policy === 'force-fetch';
+  const stats: SyncStats = { tags: 0, manifestsFetched: 0, blobsFetched: 0, bytesFetched: 0, blobsVerified: 0 };
+  const wrap = (what: string, digest?: string) => (err: unknown) => {
+    if (err instanceof SyncError) throw err;
+    throw new SyncError(repo.name, `${what}: ${(err as Error).message}`, digest);
+  };
+
+  const wanted = tagFilter(repo.tags, repo.exclude);
+  const allTags = await source.listTags().catch(wrap(`listing tags of ${source.description}`));
+  const tags = allTags.filter(wanted).sort();
+  if (tags.length === 0) throw new SyncError(repo.name, `no tags of ${source.description} match ${JSON.stringify(repo.tags)}`);
+  stats.tags = tags.length;
+
+  /** Makes sure a manifest is in the store, fetching it when missing (or always, when forced). */
+  const fetched = new Set<string>();
+  const ensureManifest = async (ref: string, knownDigest?: string): Promise<string> => {
+    if (knownDigest && !force && (await store.has(knownDigest))) return knownDigest;
+    if (knownDigest && fetched.has(knownDigest)) return knownDigest;
+    const m = await source.getManifest(knownDigest ?? ref).catch(wrap(`fetching manifest ${ref}`, knownDigest));
+    if (knownDigest && m.digest !== knownDigest) {
+      throw new SyncError(repo.name, `manifest ${ref} hashes to ${m.digest}, expected ${knownDigest}`, knownDigest);
+    }
+    if (force && (await store.has(m.digest)) && !(await store.verify(m.digest))) await store.remove(m.digest);
+    await store.putBytes(m.digest, m.bytes).catch(wrap(`storing manifest ${ref}`, m.digest));
+    fetched.add(m.digest);
+    stats.manifestsFetched++;
+    return m.digest;
+  };
+
+  // Resolve tags (HEAD for registries) and reuse what the store already has.
+  const tagDigests: Record<string, string> = {};
+  const typeHints = new Map<string, string>();
+  await mapLimit(tags, concurrency * 2, async (tag) => {
+    let digest: string;
+    if (force) {
+      digest = await ensureManifest(tag);
+    } else {
+      const d = await source.resolveTag(tag).catch(wrap(`resolving tag ${tag}`));
+      typeHints.set(d.digest, d.mediaType);
+      digest = await ensureManifest(tag, d.digest);
+    }
+    tagDigests[tag] = digest;
+  });
+
+  // Walk every manifest reachable from the tags; children of indexes are fetched by digest.
+  const manifests: Record<string, ManifestEntry> = {};
+  const blobs = new Map<string, Descriptor>();
+  const referrers: RepoState['referrers'] = {};
+  const visit = async (digest: string, hint?: string): Promise<void> => {
+    if (manifests[digest]) return;
+    const bytes = await store.read(digest);
+    const hintType = hint ?? typeHints.get(digest) ?? prev?.manifests[digest]?.mediaType;
+    let parsed;
+    try {
+      parsed = parseManifest(bytes, hintType);
+    } catch (err) {
+      throw new SyncError(repo.name, `manifest ${digest}: ${(err as Error).message}`, digest);
+    }
+    const entry: ManifestEntry = { mediaType: parsed.mediaType, size: bytes.length };
+    if (parsed.manifests.length) {
+      entry.children = parsed.manifests.map((c) => ({ digest: c.digest, ...(c.platform ? { platform: { ...c.platform } } : {}) }));
+    }
+    manifests[digest] = entry;
+    if (parsed.subject) {
+      (referrers[parsed.subject.digest] ??= []).push({
+        mediaType: parsed.mediaType,
+        digest,
+        size: bytes.length,
+        ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+        ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+      });
+    }
+    for (const b of parsed.blobs) blobs.set(b.digest, b);
+    await mapLimit(parsed.manifests, concurrency, async (child) => {
+      if (!isManifestType(child.mediaType)) {
+        throw new SyncError(repo.name, `index ${digest} names ${child.digest} of unsupported type ${child.mediaType}`, child.digest);
+      }
+      await ensureManifest(child.digest, child.digest);
+      await visit(child.digest, child.mediaType);
+    });
+  };
+  for (const digest of new Set(Object.values(tagDigests))) await visit(digest);
+
+  // Fetch the blobs the store lacks (or, when forced, those that fail re-verification).
+  await mapLimit([...blobs.values()], concurrency, async (b) => {
+    if (await store.has(b.digest)) {
+      if (!force) return;
+      stats.blobsVerified++;
+      if (await store.verify(b.digest, b.size)) return;
+      await store.remove(b.digest);
+    }
+    for (let attempt = 1; ; attempt++) {
+      progress?.onBlobStart?.(b.digest, b.size);
+      try {
+        const body = await source.openBlob(b);
+        let n = 0;
+        body.on('data', (chunk: Buffer) => {
+          n += chunk.length;
+          progress?.onBlobBytes?.(chunk.length);
+        });
+        await store.putStream(b.digest, b.size, body);
+        stats.blobsFetched++;
+        stats.bytesFetched += n;
+        progress?.onBlobDone?.(b.digest);
+        return;
+      } catch (err) {
+        const retriable = err instanceof DigestMismatchError || /terminated|aborted|ECONNRESET|socket/i.test(String((err as Error).message));
+        if (!retriable || attempt >= BLOB_ATTEMPTS) {
+          throw new SyncError(repo.name, `blob ${b.digest}: ${(err as Error).message} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
+        }
+      }
+    }
+  });
+  await store.sync();
+
+  const blobSizes: Record<string, number> = {};
+  for (const [d, b] of [...blobs.entries()].sort()) blobSizes[d] = b.size;
+  const state: RepoState = {
+    name: repo.name,
+    source: source.description,
+    lastSync: new Date().toISOString(),
+    etags: {},
+    tags: Object.fromEntries(Object.entries(tagDigests).sort()),
+    manifests: Object.fromEntries(Object.entries(manifests).sort()),
+    blobs: blobSizes,
+    referrers,
+  };
+  return { state, stats };
+}
