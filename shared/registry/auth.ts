@@ -1,7 +1,7 @@
 // Registry authentication: the docker token protocol (Bearer) and plain Basic, decided by what the
 // registry's 401 challenge asks for rather than by configuration, as docker and skopeo do.
 import { UpstreamError } from './errors.js';
-import { backoffMs, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
+import { backoffMs, describeNetworkError, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
 import type { FetchLike } from './transport.js';
 
 export type Challenge =
@@ -167,7 +167,7 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
         res = await opts.fetch(url.toString(), { method: 'GET', headers, signal: ctx.signal });
       } catch (err) {
         if (!isNetworkError(err)) throw err;
-        if (last) throw fail(ctx, 'network', `cannot reach token server ${url.origin}: ${(err as Error).cause ?? (err as Error).message}`, { cause: err });
+        if (last) throw fail(ctx, 'network', `cannot reach token server ${url.origin}: ${describeNetworkError(err)}`, { cause: err });
         await sleep(backoffMs(attempt, opts.retryBaseMs), ctx.signal);
         continue;
       }

@@ -8,7 +8,7 @@ import { ACCEPT_ALL_MANIFESTS, isDigestSyntax, isManifestType, isValidName, isVa
 import { createAuthenticator, pullScope, type AuthContext } from './auth.js';
 import { UpstreamError, type UpstreamErrorKind } from './errors.js';
 import { createLimiter } from './limiter.js';
-import { backoffMs, isAbortError, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
+import { backoffMs, describeNetworkError, isAbortError, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
 import { createTransport, fetchFollowingRedirects } from './transport.js';
 
 export interface RegistryClientOptions {
@@ -185,7 +185,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         res = await fetchFollowingRedirects(transport.fetch, base + call.path, { method: call.method, headers, signal: call.signal });
       } catch (err) {
         if (call.signal?.aborted || isAbortError(err)) throw err;
-        const why = String((err as Error).cause ?? (err as Error).message);
+        const why = describeNetworkError(err);
         if (!isNetworkError(err)) throw fail(call, 'invalid', why, { cause: err });
         if (last) throw fail(call, 'network', `cannot reach registry: ${why}`, { cause: err });
         await sleep(backoffMs(n++, retryBaseMs), call.signal);
@@ -392,7 +392,8 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
 export function nextLink(header: string | null, currentPath: string): string | undefined {
   if (!header) return undefined;
   for (const m of header.matchAll(/<([^>]*)>([^,]*(?:,(?!\s*<)[^,]*)*)/g)) {
-    if (!/;\s*rel\s*=\s*"?([^";]*\s)?next(\s[^";]*)?"?/i.test(m[2] ?? '')) continue;
+    // rel may list several space-separated relation types: rel="next last".
+    if (!/;\s*rel\s*=\s*"?(?:[^";,]*\s)?next(?=[\s";,]|$)/i.test(m[2] ?? '')) continue;
     const u = new URL(m[1]!, `http://registry.invalid${currentPath}`);
     return u.pathname + u.search;
   }

@@ -37,22 +37,24 @@ export function describeImage(registry: string, repository: string, reference?: 
 
 export class UpstreamError extends Error {
   readonly kind: UpstreamErrorKind;
-  readonly status?: number;
-  readonly retryAfter?: string;
+  // declare: no own property at all when absent, so logs and toEqual do not show `undefined`s.
+  declare readonly status?: number;
+  declare readonly retryAfter?: string;
   readonly registry: string;
   readonly repository: string;
-  readonly reference?: string;
+  declare readonly reference?: string;
 
   constructor(init: UpstreamErrorInit) {
     const where = describeImage(init.registry, init.repository, init.reference);
-    super(`${where}: ${init.detail}${init.status !== undefined ? ` (${init.status})` : ''}`, { cause: init.cause });
+    super(`${where}: ${init.detail}${init.status !== undefined ? ` (${init.status})` : ''}`, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = 'UpstreamError';
     this.kind = init.kind;
     this.registry = init.registry;
     this.repository = init.repository;
-    if (init.status !== undefined) this.status = init.status;
-    if (init.retryAfter !== undefined) this.retryAfter = init.retryAfter;
-    if (init.reference !== undefined) this.reference = init.reference;
+    const self = this as { status?: number; retryAfter?: string; reference?: string };
+    if (init.status !== undefined) self.status = init.status;
+    if (init.retryAfter !== undefined) self.retryAfter = init.retryAfter;
+    if (init.reference !== undefined) self.reference = init.reference;
   }
 }
 

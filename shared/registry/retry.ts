@@ -27,6 +27,8 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
   let ms: number;
   if (/^\d+$/.test(v)) ms = Number(v) * 1000;
   else {
+    // An HTTP-date names its month; without this V8 would read "-1" as a year.
+    if (!/[a-z]{3}/i.test(v)) return undefined;
     const at = Date.parse(v);
     if (Number.isNaN(at)) return undefined;
     ms = at - now;
@@ -81,4 +83,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/**
+ * A short reason for a transport failure. fetch's own message is only "fetch failed"; the cause
+ * holds the socket error, and OpenSSL's text would otherwise drown the message in file paths.
+ */
+export function describeNetworkError(err: unknown): string {
+  let e = err;
+  if (err instanceof Error && err.message === 'fetch failed' && err.cause) e = err.cause;
+  if (e instanceof AggregateError && e.errors.length) e = e.errors[0];
+  const code = (e as { code?: unknown })?.code;
+  const msg = e instanceof Error ? e.message : String(e);
+  if (typeof code === 'string' && code.startsWith('ERR_SSL_')) return `TLS handshake failed (${code})`;
+  return typeof code === 'string' && !msg.includes(code) ? `${msg} (${code})` : msg;
 }

@@ -1,5 +1,6 @@
 // How bytes reach a registry: which scheme, whether certificates are checked, and redirects that
 // never carry the registry's credentials to another host.
+import { describeNetworkError } from './retry.js';
 
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -70,8 +71,10 @@ export function createTransport(opts: TransportOptions): Transport {
       } catch (httpErr) {
         if (signal?.aborted) throw httpErr;
         // A TypeError, as fetch's own failures are, so callers retry it like any network error.
-        const why = (e: unknown) => String((e as Error).cause ?? (e as Error).message);
-        throw new TypeError(`neither https (${why(httpsErr)}) nor http (${why(httpErr)}) answered`, { cause: httpErr });
+        throw new TypeError(
+          `neither https (${describeNetworkError(httpsErr)}) nor http (${describeNetworkError(httpErr)}) answered`,
+          { cause: httpErr },
+        );
       }
     }
   }

@@ -1,0 +1,25 @@
+// Signed, expiring URLs in nginx's secure_link format, so the embedded file server and a
+// generated nginx config verify the same links:
+//   secure_link $arg_md5,$arg_expires;  secure_link_md5 "$secure_link_expires$uri <secret>";
+import crypto from 'node:crypto';
+
+/** The path (as nginx's $uri sees it, decoded) and the expiry in Unix seconds. */
+export function signPath(uriPath: string, secret: string, expires: number): string {
+  const md5 = crypto.createHash('md5').update(`${expires}${uriPath} ${secret}`).digest('base64url');
+  return `md5=${md5}&expires=${expires}`;
+}
+
+export function signedQuery(uriPath: string, secret: string, ttlMs: number, now = Date.now()): string {
+  return signPath(uriPath, secret, Math.floor((now + ttlMs) / 1000));
+}
+
+export type SignatureCheck = 'ok' | 'missing' | 'invalid' | 'expired';
+
+export function checkSignature(uriPath: string, md5: string | undefined, expires: string | undefined, secret: string, now = Date.now()): SignatureCheck {
+  if (!md5 || !expires) return 'missing';
+  if (!/^\d+$/.test(expires)) return 'invalid';
+  const want = Buffer.from(signPath(uriPath, secret, Number(expires)).slice(4).split('&')[0]!);
+  const got = Buffer.from(md5);
+  if (want.length !== got.length || !crypto.timingSafeEqual(want, got)) return 'invalid';
+  return Number(expires) * 1000 < now ? 'expired' : 'ok';
+}
