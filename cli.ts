@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { LockBusyError } from './publisher/lock.js';
 import { registerPublisherCommands } from './publisher/cli.js';
+import { registerRedirectorCommands } from './redirector/cli.js';
 import { EXIT, UsageError } from './shared/cli-util.js';
 
 let exitCode: number = EXIT.ok;
@@ -11,6 +12,7 @@ const program = new Command('derrick')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 registerPublisherCommands(program, (c) => (exitCode = c));
+registerRedirectorCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,43 @@
+// The redirector's commands: serve and nginx-conf.
+import type { Command } from 'commander';
+import { loadConfigOrExit, UsageError } from '../shared/cli-util.js';
+import { createLogger } from '../shared/log.js';
+import { nginxConf } from './nginx-conf.js';
+import { startServer } from './serve.js';
+
+export function registerRedirectorCommands(program: Command): void {
+  program
+    .command('serve')
+    .description('answer the Registry v2 pull API for the published tree')
+    .option('-c, --config <file>', 'config file (default: $DERRICK_CONFIG or ./derrick.yaml)')
+    .option('--listen <host:port>', 'override serve.listen')
+    .option('--log-level <level>', 'pino level (info shows access logs)', undefined)
+    .action(async (o) => {
+      const config = loadConfigOrExit(o.config);
+      if (o.listen && !/^.*:\d{1,5}$/.test(o.listen)) throw new UsageError(`--listen: "${o.listen}" is not HOST:PORT`);
+      const log = createLogger({ level: o.logLevel ?? process.env.DERRICK_LOG_LEVEL ?? 'warn', json: true });
+      const server = await startServer(config, { listen: o.listen, log });
+      console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log.info({ sig }, 'shutting down');
+          const force = setTimeout(() => process.exit(0), 10_000);
+          force.unref();
+          void server.close().then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
+  program
+    .command('nginx-conf')
+    .description('print an nginx server block that serves the published tree')
+    .option('-c, --config <file>', 'config file')
+    .option('--listen <port-or-host:port>', 'nginx listen directive')
+    .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
+    .action((o) => {
+      const config = loadConfigOrExit(o.config);
+      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy }));
+    });
+}

@@ -1,0 +1,16 @@
+// GET /v2/<name>/referrers/<digest>: an OCI index of the manifests whose subject is <digest>;
+// an empty index, never a 404, when there are none.
+import { MediaType, type Descriptor } from '../shared/oci.js';
+import type { IndexedRepo } from './index.js';
+
+export function referrersResponse(repo: IndexedRepo, digest: string, artifactType: string | undefined, method: string): Response {
+  let manifests: Descriptor[] = repo.referrers[digest] ?? [];
+  const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
+  if (artifactType) {
+    manifests = manifests.filter((m) => m.artifactType === artifactType);
+    headers['OCI-Filters-Applied'] = 'artifactType';
+  }
+  const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+  headers['Content-Length'] = String(Buffer.byteLength(body));
+  return new Response(method === 'HEAD' ? null : body, { status: 200, headers });
+}

@@ -1,0 +1,83 @@
+// `derrick serve`: index + app + HTTP server, with graceful shutdown.
+import { serve as nodeServe } from '@hono/node-server';
+import type { Server } from 'node:http';
+import type { Config } from '../shared/config.js';
+import { layout as makeLayout } from '../shared/layout.js';
+import type { Logger } from '../shared/log.js';
+import { createApp } from './app.js';
+import { createAuthenticator } from './auth.js';
+import { createFileServer } from './files.js';
+import { createRepoIndex, type RepoIndex } from './index.js';
+import { createMetrics } from './metrics.js';
+
+export const FILES_PREFIX = '/published';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  index: RepoIndex;
+  close(): Promise<void>;
+}
+
+export function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(listen.slice(i + 1)) };
+}
+
+export async function startServer(config: Config, opts: { listen?: string; log: Logger }): Promise<RunningServer> {
+  const s = config.serve;
+  const l = makeLayout(config.root);
+  const metrics = createMetrics();
+  const { log } = opts;
+  const index = await createRepoIndex({
+    layout: l,
+    craneData: s['crane-data'],
+    graceMs: config.grace,
+    rescanMs: s['rescan-interval'],
+    log,
+    events: {
+      onLoaded: (repo, ms) => {
+        if (ms !== undefined && ms >= 0) metrics.reloadLatency.observe(ms / 1000);
+        log.info({ repo: repo.name, master: repo.current.master, swapToServedMs: ms }, 'repo loaded');
+      },
+      onError: () => metrics.reloadErrors.inc(),
+    },
+  });
+  const secret = s.signing ? process.env[s.signing['secret-env']] : undefined;
+  const urls = {
+    blobs: s.blobs,
+    filesPrefix: FILES_PREFIX,
+    signing: secret && s.signing ? { secret, ttlMs: s.signing.ttl } : undefined,
+  };
+  const app = createApp({
+    index,
+    urls,
+    manifests: s.manifests,
+    redirectStatus: s['redirect-status'],
+    anonymous: s.anonymous,
+    auth: createAuthenticator(s.htpasswd),
+    metrics,
+    log,
+    fileServer: s.blobs === 'embedded' ? createFileServer({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined,
+  });
+  const { host, port } = splitListen(opts.listen ?? s.listen);
+  const server = await new Promise<Server>((resolve, reject) => {
+    const srv = nodeServe({ fetch: app.fetch, hostname: host, port }, () => resolve(srv as Server)) as Server;
+    srv.once('error', reject);
+  });
+  server.keepAliveTimeout = 65_000;
+  const addr = server.address();
+  const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`,
+    port: boundPort,
+    index,
+    close: async () => {
+      await index.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
