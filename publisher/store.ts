@@ -29,7 +29,7 @@ export interface Store {
   layout: Layout;
   has(digest: string): Promise<boolean>;
   /** Streams `body` to a temp file, verifies digest and size, then renames it into place. */
-  putStream(digest: string, size: number, body: Readable): Promise<void>;
+  putStream(digest: string, size: number, body: Readable, onBytes?: (n: number) => void): Promise<void>;
   putBytes(digest: string, bytes: Uint8Array): Promise<void>;
   read(digest: string): Promise<Buffer>;
   /** Re-hashes a stored object; false when it is missing or corrupt. */
@@ -60,7 +60,7 @@ export async function openStore(l: Layout): Promise<Store> {
     }
   };
 
-  const putStream = async (digest: string, size: number, body: Readable) => {
+  const putStream = async (digest: string, size: number, body: Readable, onBytes?: (n: number) => void) => {
     assertDigest(digest);
     const tmp = tmpName(l.storeBlobsDir);
     const fh = await fs.open(tmp, 'wx', 0o444);
@@ -74,6 +74,7 @@ export async function openStore(l: Layout): Promise<Store> {
         if (written > size) throw new DigestMismatchError(digest, 'unknown', size, written);
         hash.update(buf);
         await fh.write(buf);
+        onBytes?.(buf.length);
       }
       const actual = 'sha256:' + hash.digest('hex');
       if (written !== size || actual !== digest) throw new DigestMismatchError(digest, actual, size, written);

@@ -154,11 +154,10 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       try {
         const body = await source.openBlob(b);
         let n = 0;
-        body.on('data', (chunk: Buffer) => {
-          n += chunk.length;
-          progress?.onBlobBytes?.(chunk.length);
+        await store.putStream(b.digest, b.size, body, (k) => {
+          n += k;
+          progress?.onBlobBytes?.(k);
         });
-        await store.putStream(b.digest, b.size, body);
         stats.blobsFetched++;
         stats.bytesFetched += n;
         progress?.onBlobDone?.(b.digest);
@@ -166,7 +165,8 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       } catch (err) {
         const retriable = err instanceof DigestMismatchError || /terminated|aborted|ECONNRESET|socket/i.test(String((err as Error).message));
         if (!retriable || attempt >= BLOB_ATTEMPTS) {
-          throw new SyncError(repo.name, `blob ${b.digest}: ${(err as Error).message} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
+          const what = err instanceof DigestMismatchError ? err.message : `blob ${b.digest}: ${(err as Error).message}`;
+          throw new SyncError(repo.name, `${what} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
         }
       }
     }

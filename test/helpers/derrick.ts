@@ -1,0 +1,26 @@
+// Runs the built derrick CLI as a real child process.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
+import { run, startProcess, waitForHttp, type RunningProcess, type RunResult } from './proc.js';
+
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
+
+export function derrick(args: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return run(process.execPath, [CLI, ...args], { timeoutMs: 120_000, ...opts });
+}
+
+export interface ServeProcess {
+  url: string;
+  host: string;
+  proc: RunningProcess;
+  stop(): Promise<void>;
+}
+
+export async function startServe(configFile: string, env: Record<string, string | undefined> = {}): Promise<ServeProcess> {
+  const port = await freePort();
+  const proc = startProcess(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`], { env });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/v2/`, 15_000, { proc });
+  return { url, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop() };
+}
