@@ -4,6 +4,7 @@ import { manifestRelPath } from '../shared/layout.js';
 import { MediaType, amd64Child, isDigestSyntax, isIndexType, isValidTag } from '../shared/oci.js';
 import type { AnyRedirectFile } from '../shared/redirect-file.js';
 import type { IndexedManifest, IndexedRepo } from './index.js';
+import { reply, type Reply } from './reply.js';
 import { fileUrl, type UrlOptions } from './urls.js';
 
 /** Tags may move, so caches hold them briefly; digests never change. */
@@ -86,7 +87,7 @@ export interface ManifestRequest {
   urls: UrlOptions;
 }
 
-export function manifestResponse(r: ManifestRequest): { response: Response; redirected: boolean } {
+export function manifestReply(r: ManifestRequest): { reply: Reply; redirected: boolean } {
   const { digest, manifest } = negotiate(r.repo, r.ref, r.kind, r.accept);
   const etag = `"${digest}"`;
   const headers: Record<string, string> = {
@@ -95,15 +96,15 @@ export function manifestResponse(r: ManifestRequest): { response: Response; redi
     ETag: etag,
     'Cache-Control': r.kind === 'digest' ? IMMUTABLE : `public, max-age=${TAG_MAX_AGE_SECONDS}`,
   };
-  if (etagMatches(r.ifNoneMatch, etag)) return { response: new Response(null, { status: 304, headers }), redirected: false };
+  if (etagMatches(r.ifNoneMatch, etag)) return { reply: reply(r.method, 304, headers), redirected: false };
   // HEAD needs no bytes, so it is answered from memory in both modes.
   if (r.mode === 'redirect' && r.method === 'GET') {
     const base = r.repo.current.manifests.has(digest) ? r.repo.current.url : r.repo.previous.find((p) => p.version.manifests.has(digest))!.version.url;
     const location = fileUrl(r.urls, base, manifestRelPath(manifest.mediaType, digest));
-    return { response: new Response(null, { status: r.redirectStatus, headers: { Location: location, 'Docker-Content-Digest': digest } }), redirected: true };
+    return { reply: reply(r.method, r.redirectStatus, { Location: location, 'Docker-Content-Digest': digest }), redirected: true };
   }
   headers['Content-Length'] = String(manifest.size);
-  return { response: new Response(r.method === 'HEAD' ? null : manifest.bytes, { status: 200, headers }), redirected: false };
+  return { reply: reply(r.method, 200, headers, manifest.bytes), redirected: false };
 }
 
 /** crane's path choice for its own v2-v4 files (crane/views/v2.py), so crane data is served as crane did. */

@@ -2,8 +2,9 @@
 // an empty index, never a 404, when there are none.
 import { MediaType, type Descriptor } from '../shared/oci.js';
 import type { IndexedRepo } from './index.js';
+import { reply, type Reply } from './reply.js';
 
-export function referrersResponse(repo: IndexedRepo, digest: string, artifactType: string | undefined, method: string): Response {
+export function referrersResponse(repo: IndexedRepo, digest: string, artifactType: string | undefined, method: string): Reply {
   let manifests: Descriptor[] = repo.referrers[digest] ?? [];
   const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
   if (artifactType) {
@@ -12,5 +13,5 @@ export function referrersResponse(repo: IndexedRepo, digest: string, artifactTyp
   }
   const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
   headers['Content-Length'] = String(Buffer.byteLength(body));
-  return new Response(method === 'HEAD' ? null : body, { status: 200, headers });
+  return reply(method, 200, headers, body);
 }

@@ -1,6 +1,6 @@
 // `derrick serve`: index + app + HTTP server, with graceful shutdown.
-import { serve as nodeServe } from '@hono/node-server';
-import type { Server } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
+import http from 'node:http';
 import type { Config } from '../shared/config.js';
 import { layout as makeLayout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
@@ -9,6 +9,7 @@ import { createAuthenticator } from './auth.js';
 import { createFileServer } from './files.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
+import { writeReply } from './reply.js';
 
 export const FILES_PREFIX = '/published';
 
@@ -17,6 +18,10 @@ export interface RunningServer {
   port: number;
   index: RepoIndex;
   close(): Promise<void>;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
 }
 
 export function splitListen(listen: string): { host: string; port: number } {
@@ -49,7 +54,7 @@ export async function startServer(config: Config, opts: { listen?: string; log: 
     filesPrefix: FILES_PREFIX,
     signing: secret && s.signing ? { secret, ttlMs: s.signing.ttl } : undefined,
   };
-  const app = createApp({
+  const { app, v2 } = createApp({
     index,
     urls,
     manifests: s.manifests,
@@ -60,10 +65,23 @@ export async function startServer(config: Config, opts: { listen?: string; log: 
     log,
     fileServer: s.blobs === 'embedded' ? createFileServer({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined,
   });
+  const hono = getRequestListener(app.fetch);
+  // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url.startsWith('/v2/') || url === '/v2' || url.startsWith('/v2?')) {
+      writeReply(res, v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]) }));
+      return;
+    }
+    void hono(req, res);
+  });
   const { host, port } = splitListen(opts.listen ?? s.listen);
-  const server = await new Promise<Server>((resolve, reject) => {
-    const srv = nodeServe({ fetch: app.fetch, hostname: host, port }, () => resolve(srv as Server)) as Server;
-    srv.once('error', reject);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   server.keepAliveTimeout = 65_000;
   const addr = server.address();

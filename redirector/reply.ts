@@ -1,0 +1,34 @@
+// A response as plain data, so the same handler can be answered through Hono (a Response) or
+// written straight to a node:http ServerResponse on the hot path.
+import type { ServerResponse } from 'node:http';
+
+export interface Reply {
+  status: number;
+  headers: Record<string, string>;
+  body: string | Uint8Array | null;
+}
+
+export const API_VERSION_HEADER = 'Docker-Distribution-API-Version';
+
+export function reply(method: string, status: number, headers: Record<string, string>, body: string | Uint8Array | null = null): Reply {
+  headers[API_VERSION_HEADER] = 'registry/2.0';
+  // An explicit length keeps bodiless replies (redirects) off chunked encoding.
+  if (body === null && status !== 304 && headers['Content-Length'] === undefined) headers['Content-Length'] = '0';
+  return { status, headers, body: method === 'HEAD' ? null : body };
+}
+
+export function jsonReply(method: string, value: unknown, link?: string): Reply {
+  const body = JSON.stringify(value);
+  const headers: Record<string, string> = { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) };
+  if (link) headers.Link = link;
+  return reply(method, 200, headers, body);
+}
+
+export function toResponse(r: Reply): Response {
+  return new Response(r.body, { status: r.status, headers: r.headers });
+}
+
+export function writeReply(res: ServerResponse, r: Reply): void {
+  res.writeHead(r.status, r.headers);
+  res.end(r.body ?? undefined);
+}

@@ -1,0 +1,190 @@
+// The Registry v2 pull API as one framework-free function: request facts in, a Reply out.
+// Names and digests are checked against the spec's grammars before any lookup, on the raw
+// (undecoded, unnormalised) path, so traversal never reaches the index.
+import { errors, RegistryError } from '../shared/errors.js';
+import { blobRelPath, manifestRelPath, TAGS_LIST_REL_PATH } from '../shared/layout.js';
+import type { Logger } from '../shared/log.js';
+import { isDigestSyntax, isValidName } from '../shared/oci.js';
+import type { Authenticator } from './auth.js';
+import { errorReply } from './errors.js';
+import type { IndexedRepo, RepoIndex, RepoVersion } from './index.js';
+import { craneManifestPath, manifestReply, parseAccept, validateReference } from './manifests.js';
+import type { Metrics } from './metrics.js';
+import { paginate } from './pagination.js';
+import { referrersResponse } from './referrers.js';
+import { jsonReply, reply, type Reply } from './reply.js';
+import { fileUrl, type UrlOptions } from './urls.js';
+
+export interface V2Options {
+  index: RepoIndex;
+  urls: UrlOptions;
+  manifests: 'inline' | 'redirect';
+  redirectStatus: 302 | 307;
+  /** When false, every /v2 request needs credentials. */
+  anonymous: boolean;
+  auth: Authenticator;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export interface V2Request {
+  method: string;
+  /** The request target as sent: path and query, not decoded. */
+  target: string;
+  header(name: string): string | undefined;
+}
+
+type Route = 'base' | 'catalog' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'unknown';
+
+interface Parsed {
+  route: Route;
+  name?: string;
+  ref?: string;
+}
+
+const MANIFEST_RE = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
+const BLOB_RE = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
+const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/;
+const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/;
+const REFERRERS_RE = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
+
+export function parseV2Path(path: string): Parsed {
+  if (path === '/v2/' || path === '/v2') return { route: 'base' };
+  if (path === '/v2/_catalog') return { route: 'catalog' };
+  let m = UPLOAD_RE.exec(path);
+  if (m) return { route: 'upload', name: m[1] };
+  if ((m = MANIFEST_RE.exec(path))) return { route: 'manifest', name: m[1], ref: m[2] };
+  if ((m = BLOB_RE.exec(path))) return { route: 'blob', name: m[1], ref: m[2] };
+  if ((m = TAGS_RE.exec(path))) return { route: 'tags', name: m[1] };
+  if ((m = REFERRERS_RE.exec(path))) return { route: 'referrers', name: m[1], ref: m[2] };
+  return { route: 'unknown' };
+}
+
+function versionWithBlob(repo: IndexedRepo, digest: string): RepoVersion | undefined {
+  if (repo.current.blobs.has(digest) || repo.current.manifests.has(digest)) return repo.current;
+  const now = Date.now();
+  return repo.previous.find((p) => p.until > now && (p.version.blobs.has(digest) || p.version.manifests.has(digest)))?.version;
+}
+
+export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
+  const { index, metrics, log } = o;
+  // prom-client hashes label sets on every inc(); bound children are looked up once.
+  const counters = new Map<string, { inc(): void }>();
+  const countRequest = (route: string, method: string, status: number) => {
+    const key = `${route} ${method} ${status}`;
+    let child = counters.get(key);
+    if (!child) counters.set(key, (child = metrics.requests.labels(route, method, String(status))));
+    child.inc();
+  };
+  const redirectCounters = { blob: metrics.redirects.labels('blob'), manifest: metrics.redirects.labels('manifest'), tags: metrics.redirects.labels('tags') };
+
+  const requireAuth = (req: V2Request, repo?: IndexedRepo) => {
+    if (o.anonymous && !repo?.protected) return;
+    if (!o.auth.check(req.header('authorization'))) {
+      throw errors.unauthorized(o.auth.realm, repo ? [{ Type: 'repository', Name: repo.name, Action: 'pull' }] : undefined);
+    }
+  };
+
+  const lookup = (req: V2Request, name: string): IndexedRepo => {
+    if (!isValidName(name)) throw errors.nameInvalid(name);
+    const repo = index.get(name);
+    // An unauthenticated caller learns nothing about a protected repo beyond "authenticate".
+    if (!repo) {
+      if (!o.anonymous) requireAuth(req);
+      throw errors.nameUnknown(name);
+    }
+    requireAuth(req, repo);
+    return repo;
+  };
+
+  const redirect = (method: string, kind: 'blob' | 'manifest' | 'tags', location: string, extra: Record<string, string> = {}) => {
+    redirectCounters[kind].inc();
+    return reply(method, o.redirectStatus, { Location: location, ...extra });
+  };
+
+  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams): Reply => {
+    const method = req.method;
+    if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
+    switch (p.route) {
+      case 'upload':
+        throw errors.unsupported(method, path);
+      case 'unknown':
+        throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { path }, 404);
+      case 'base':
+        requireAuth(req);
+        return reply(method, 200, { 'Content-Type': 'application/json', 'Content-Length': '2' }, '{}');
+      case 'catalog': {
+        if (!o.anonymous) requireAuth(req);
+        const authed = !!o.auth.check(req.header('authorization'));
+        const visible = index.names().filter((n) => authed || !index.get(n)!.protected);
+        const page = paginate(visible, query.get('n') ?? undefined, query.get('last') ?? undefined, '/v2/_catalog');
+        return jsonReply(method, { repositories: page.items }, page.link);
+      }
+      case 'manifest': {
+        const repo = lookup(req, p.name!);
+        const kind = validateReference(repo.name, p.ref!);
+        const accept = parseAccept(req.header('accept')?.split(',') ?? []);
+        if (repo.kind === 'crane') return redirect(method, 'manifest', repo.current.url + craneManifestPath(repo.crane!, p.ref!, accept ?? new Set()));
+        const r = manifestReply({
+          method,
+          repo,
+          ref: p.ref!,
+          kind,
+          accept,
+          ifNoneMatch: req.header('if-none-match'),
+          mode: o.manifests,
+          redirectStatus: o.redirectStatus,
+          urls: o.urls,
+        });
+        if (r.redirected) redirectCounters.manifest.inc();
+        return r.reply;
+      }
+      case 'blob': {
+        if (!isValidName(p.name!)) throw errors.nameInvalid(p.name!);
+        if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
+        const repo = lookup(req, p.name!);
+        const digest = p.ref!;
+        if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
+        const version = versionWithBlob(repo, digest);
+        if (!version) throw errors.blobUnknown(repo.name, digest);
+        const manifest = version.manifests.get(digest);
+        // A manifest fetched through the blobs endpoint is served from its manifests/ path.
+        const rel = manifest ? manifestRelPath(manifest.mediaType, digest) : blobRelPath(digest);
+        return redirect(method, 'blob', fileUrl(o.urls, version.url, rel), { 'Docker-Content-Digest': digest });
+      }
+      case 'tags': {
+        const repo = lookup(req, p.name!);
+        if (repo.kind === 'crane') return redirect(method, 'tags', repo.current.url + TAGS_LIST_REL_PATH);
+        const page = paginate(repo.sortedTags, query.get('n') ?? undefined, query.get('last') ?? undefined, `/v2/${repo.name}/tags/list`);
+        return jsonReply(method, { name: repo.name, tags: page.items }, page.link);
+      }
+      case 'referrers': {
+        const repo = lookup(req, p.name!);
+        if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
+        return referrersResponse(repo, p.ref!, query.get('artifactType') ?? undefined, method);
+      }
+    }
+  };
+
+  return (req) => {
+    const started = performance.now();
+    const q = req.target.indexOf('?');
+    const path = q < 0 ? req.target : req.target.slice(0, q);
+    const p = parseV2Path(path);
+    let r: Reply;
+    try {
+      r = route(req, p, path, new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1)));
+    } catch (err) {
+      if (!(err instanceof RegistryError)) {
+        log.error({ err: String((err as Error).stack ?? err), path }, 'internal error');
+        err = new RegistryError('UNAVAILABLE', 'internal error', undefined, 500);
+      }
+      r = errorReply(req.method, err as RegistryError);
+    }
+    countRequest(p.route, req.method, r.status);
+    if (log.isLevelEnabled('info')) {
+      log.info({ method: req.method, path, status: r.status, ms: +(performance.now() - started).toFixed(2) }, 'request');
+    }
+    return r;
+  };
+}
