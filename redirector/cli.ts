@@ -2,8 +2,6 @@
 import type { Command } from 'commander';
 import { loadConfigOrExit, UsageError } from '../shared/cli-util.js';
 import { createLogger } from '../shared/log.js';
-import { nginxConf } from './nginx-conf.js';
-import { startServer } from './serve.js';
 
 export function registerRedirectorCommands(program: Command): void {
   program
@@ -16,6 +14,8 @@ export function registerRedirectorCommands(program: Command): void {
       const config = loadConfigOrExit(o.config);
       if (o.listen && !/^.*:\d{1,5}$/.test(o.listen)) throw new UsageError(`--listen: "${o.listen}" is not HOST:PORT`);
       const log = createLogger({ level: o.logLevel ?? process.env.DERRICK_LOG_LEVEL ?? 'warn', json: true });
+      // Loaded on use, so `derrick publish` from cron doesn't pay for the server's modules.
+      const { startServer } = await import('./serve.js');
       const server = await startServer(config, { listen: o.listen, log });
       console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
       await new Promise<void>((resolve) => {
@@ -36,8 +36,9 @@ export function registerRedirectorCommands(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--listen <port-or-host:port>', 'nginx listen directive')
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
-    .action((o) => {
+    .action(async (o) => {
       const config = loadConfigOrExit(o.config);
+      const { nginxConf } = await import('./nginx-conf.js');
       process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy }));
     });
 }

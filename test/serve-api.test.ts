@@ -2,6 +2,7 @@
 // published tree and a real listening server (raw paths, so traversal reaches the server as sent).
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../shared/log.js';
 import { MediaType, sha256Digest } from '../shared/oci.js';
@@ -244,6 +245,17 @@ describe('derrick serve: status and headers', () => {
     expect(part.status).toBe(206);
     expect(part.headers['content-range']).toBe(`bytes 10-19/${blob.body.length}`);
     expect(part.body.equals(blob.body.subarray(10, 20))).toBe(true);
+  });
+
+  it('answers a TLS ClientHello on the plain port at once (Go clients probe TLS first)', async () => {
+    const started = Date.now();
+    const err = await new Promise<Error>((resolve) => {
+      const sock = tls.connect({ host: '127.0.0.1', port: Number(new URL(url).port), rejectUnauthorized: false });
+      sock.once('secureConnect', () => resolve(new Error('TLS handshake unexpectedly succeeded')));
+      sock.once('error', resolve);
+    });
+    expect(err.message).toMatch(/wrong version number|packet length too long|ECONNRESET|socket disconnected/i);
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it('serves /metrics with request counters', async () => {
