@@ -1,0 +1,510 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import fs from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BlobVerifyError, createFillRegistry, type FillSource } from './blob-fill.js';
+import { sha256Digest } from '../oci.js';
+
+const KiB = 1024;
+
+function blob(size: number) {
+  const data = crypto.randomBytes(size);
+  return { data, digest: sha256Digest(data), hex: sha256Digest(data).slice(7) };
+}
+
+interface Result {
+  data: Buffer;
+  ended: boolean;
+  error?: Error;
+}
+
+/** Consumes a reader; never rejects, so the outcome (end, error, or bare close) can be asserted. */
+function collect(r: Readable): Promise<Result> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    r.on('data', (c: Buffer) => parts.push(c));
+    r.on('end', () => resolve({ data: Buffer.concat(parts), ended: true }));
+    r.on('error', (error) => resolve({ data: Buffer.concat(parts), ended: false, error }));
+    r.on('close', () => setImmediate(() => resolve({ data: Buffer.concat(parts), ended: false })));
+  });
+}
+
+async function* chunks(data: Buffer, chunk = 16 * KiB, delayMs = 0): AsyncGenerator<Buffer> {
+  for (let i = 0; i < data.length; i += chunk) {
+    if (delayMs) await sleep(delayMs);
+    yield data.subarray(i, i + chunk);
+  }
+}
+
+type GenSource = FillSource & { opens: number; signals: AbortSignal[] };
+
+/** An in-memory upstream: `gen` produces the body, `size` plays Content-Length. */
+function genSource(gen: (signal: AbortSignal) => AsyncIterable<Buffer>, size?: number): GenSource {
+  const s: GenSource = {
+    opens: 0,
+    signals: [],
+    open: async (signal) => {
+      s.opens++;
+      s.signals.push(signal);
+      return { body: Readable.from(gen(signal), { objectMode: false }), size };
+    },
+  };
+  return s;
+}
+
+/** A FillSource doing a real HTTP GET with node:http. */
+function httpSource(url: string): FillSource {
+  return {
+    open: (signal) =>
+      new Promise((resolve, reject) => {
+        const req = http.get(url, { signal, agent: false }, (res) => {
+          if (res.statusCode !== 200) {
+            res.resume();
+            reject(new Error(`upstream status ${res.statusCode}`));
+            return;
+          }
+          const cl = res.headers['content-length'];
+          resolve({ body: res, size: cl === undefined ? undefined : Number(cl) });
+        });
+        req.on('error', reject);
+      }),
+  };
+}
+
+function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+let dir: string;
+let blobsDir: string;
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'derrick-fill-'));
+  blobsDir = path.join(dir, 'store', 'blobs', 'sha256');
+});
+
+afterEach(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+async function tmpFiles(): Promise<string[]> {
+  return (await fs.readdir(blobsDir).catch(() => [] as string[])).filter((n) => n.startsWith('.tmp-'));
+}
+
+async function stored(hex: string): Promise<Buffer | undefined> {
+  return fs.readFile(path.join(blobsDir, hex)).catch(() => undefined);
+}
+
+describe('blob fill over a real HTTP upstream', () => {
+  const good = blob(1024 * KiB + 123);
+  let server: http.Server;
+  let base: string;
+  let requests = 0;
+
+  beforeAll(async () => {
+    server = http.createServer(async (req, res) => {
+      requests++;
+      if (req.url === '/blob') {
+        res.writeHead(200, { 'content-length': String(good.data.length) });
+        for await (const c of chunks(good.data, 64 * KiB, 2)) {
+          if (!res.write(c)) await new Promise((r) => res.once('drain', r));
+        }
+        res.end();
+      } else if (req.url === '/truncated') {
+        res.writeHead(200, { 'content-length': String(good.data.length) });
+        res.write(good.data.subarray(0, 300 * KiB));
+        await sleep(20);
+        res.destroy(); // connection drops mid-body
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  it('10 concurrent readers share one upstream GET and all get the verified bytes', async () => {
+    const fdsBefore = openFds();
+    requests = 0;
+    const done = vi.fn();
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, onDone: done });
+    const src = httpSource(`${base}/blob`);
+    const open = vi.spyOn(src, 'open');
+    const results: Promise<Result>[] = [];
+    const joined: boolean[] = [];
+    let fill;
+    for (let i = 0; i < 10; i++) {
+      const r = reg.fill(good.digest, good.data.length, src);
+      joined.push(r.joined);
+      fill = r.fill;
+      results.push(collect(r.fill.reader()));
+    }
+    expect(joined).toEqual([false, ...Array(9).fill(true)]);
+    expect(reg.active()).toBe(1);
+    await expect(fill!.ready).resolves.toEqual({ size: good.data.length });
+    const out = await Promise.all(results);
+    await fill!.done;
+    expect(open).toHaveBeenCalledTimes(1);
+    expect(requests).toBe(1);
+    for (const r of out) {
+      expect(r.ended).toBe(true);
+      expect(r.data.length).toBe(good.data.length);
+      expect(sha256Digest(r.data)).toBe(good.digest);
+    }
+    expect((await stored(good.hex))?.equals(good.data)).toBe(true);
+    expect(await tmpFiles()).toEqual([]);
+    expect(reg.active()).toBe(0);
+    expect(fill!.bytesWritten()).toBe(good.data.length);
+    expect(done).toHaveBeenCalledWith(good.digest, good.data.length);
+    // Every reader and the writer closed their fds (sockets are pooled per request and closed).
+    await vi.waitFor(() => expect(openFds()).toBeLessThanOrEqual(fdsBefore));
+  });
+
+  it('a dropped upstream connection errors every reader and stores nothing', async () => {
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(good.digest, undefined, httpSource(`${base}/truncated`));
+    const out = await Promise.all([collect(fill.reader()), collect(fill.reader()), collect(fill.reader(100, 200))]);
+    for (const r of out) {
+      expect(r.ended).toBe(false);
+      expect(r.error).toBeInstanceOf(Error);
+      expect(r.data.length).toBeLessThan(good.data.length);
+    }
+    await expect(fill.done).rejects.toThrow();
+    expect(await stored(good.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+    expect(reg.active()).toBe(0);
+  });
+});
+
+describe('blob fill', () => {
+  it('a reader joining after half the bytes still gets the whole body from offset 0', async () => {
+    const b = blob(512 * KiB);
+    const half = 256 * KiB;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const src = genSource(async function* () {
+      yield* chunks(b.data.subarray(0, half));
+      await gate;
+      yield* chunks(b.data.subarray(half));
+    }, b.data.length);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const first = reg.fill(b.digest, b.data.length, src);
+    const early = collect(first.fill.reader());
+    await vi.waitFor(() => expect(first.fill.bytesWritten()).toBe(half));
+    const late = reg.fill(b.digest, b.data.length, genSource(async function* () {}));
+    expect(late.joined).toBe(true);
+    expect(late.fill).toBe(first.fill);
+    const lateOut = collect(late.fill.reader());
+    release();
+    const [e, l] = await Promise.all([early, lateOut]);
+    expect(e.data.equals(b.data)).toBe(true);
+    expect(l.ended).toBe(true);
+    expect(l.data.equals(b.data)).toBe(true);
+    expect(src.opens).toBe(1);
+  });
+
+  it('a slow reader neither stalls the fill nor a fast reader, and then gets everything', async () => {
+    const b = blob(2048 * KiB);
+    const src = genSource(() => chunks(b.data, 32 * KiB, 1), b.data.length);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, undefined, src);
+
+    const slow = fill.reader();
+    const slowParts: Buffer[] = [];
+    const firstChunk = new Promise<void>((r) => slow.once('data', () => r()));
+    slow.on('data', (c: Buffer) => {
+      slowParts.push(c);
+      slow.pause(); // a client that stopped reading
+    });
+    const slowEnd = new Promise<void>((resolve, reject) => {
+      slow.on('end', resolve);
+      slow.on('error', reject);
+    });
+    await firstChunk;
+
+    const fast = await collect(fill.reader());
+    await fill.done;
+    expect(fast.data.equals(b.data)).toBe(true);
+    const slowSoFar = slowParts.reduce((n, c) => n + c.length, 0);
+    expect(slowSoFar).toBeLessThan(b.data.length / 4); // it really was behind
+
+    slow.removeAllListeners('data');
+    slow.on('data', (c: Buffer) => slowParts.push(c));
+    slow.resume();
+    await slowEnd;
+    expect(Buffer.concat(slowParts).equals(b.data)).toBe(true);
+  });
+
+  it('a reader destroyed mid-way (client disconnect) does not abort the fill', async () => {
+    const fdsBefore = openFds();
+    const b = blob(1024 * KiB);
+    const src = genSource(() => chunks(b.data, 32 * KiB, 2), b.data.length);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, src);
+    const quitter = fill.reader();
+    const quitterClosed = new Promise((r) => quitter.on('close', r));
+    quitter.once('data', () => quitter.destroy());
+    const other = collect(fill.reader());
+    await quitterClosed;
+    expect(fill.bytesWritten()).toBeLessThan(b.data.length);
+    await fill.done;
+    expect((await other).data.equals(b.data)).toBe(true);
+    expect(src.signals[0]!.aborted).toBe(false);
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+    expect(openFds()).toBe(fdsBefore);
+  });
+
+  it('corrupted bytes: every reader errors, nothing is stored, and a later fill starts afresh', async () => {
+    const fdsBefore = openFds();
+    const b = blob(300 * KiB + 7);
+    const bad = Buffer.from(b.data);
+    bad[bad.length - 1000]! ^= 0xff; // same length, wrong digest
+    const fail = vi.fn();
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, onFail: fail });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const badSrc = genSource(async function* () {
+      yield* chunks(bad.subarray(0, 128 * KiB));
+      await gate;
+      yield* chunks(bad.subarray(128 * KiB), 16 * KiB, 1);
+    }, bad.length);
+    const { fill } = reg.fill(b.digest, b.data.length, badSrc);
+    const readers = [collect(fill.reader()), collect(fill.reader()), collect(fill.reader(0, 999)), collect(fill.reader(b.data.length - 10))];
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(128 * KiB));
+    const joiner = reg.fill(b.digest, b.data.length, badSrc);
+    expect(joiner.joined).toBe(true);
+    readers.push(collect(joiner.fill.reader()));
+    release();
+    const out = await Promise.all(readers);
+    for (const r of out) {
+      expect(r.ended).toBe(false);
+      expect(r.error).toBeInstanceOf(BlobVerifyError);
+    }
+    // No reader ever held a complete-looking body: each is short of what it asked for.
+    expect(out[0]!.data.length).toBeLessThan(b.data.length);
+    expect(out[2]!.data.length).toBeLessThan(1000);
+    expect(out[3]!.data.length).toBeLessThan(10);
+    await expect(fill.done).rejects.toMatchObject({ name: 'BlobVerifyError', reason: 'digest' });
+    await expect(fill.ready).resolves.toEqual({ size: b.data.length });
+    expect(fail).toHaveBeenCalledWith(b.digest, expect.any(BlobVerifyError));
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+    expect(reg.active()).toBe(0);
+    expect(badSrc.opens).toBe(1);
+    // A reader asked of the failed fill errors at once.
+    expect((await collect(fill.reader())).error).toBeInstanceOf(BlobVerifyError);
+
+    const goodSrc = genSource(() => chunks(b.data), b.data.length);
+    const again = reg.fill(b.digest, b.data.length, goodSrc);
+    expect(again.joined).toBe(false);
+    expect(again.fill).not.toBe(fill);
+    const r = await collect(again.fill.reader());
+    await again.fill.done;
+    expect(goodSrc.opens).toBe(1);
+    expect(r.data.equals(b.data)).toBe(true);
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+    expect(await tmpFiles()).toEqual([]);
+    expect(openFds()).toBe(fdsBefore);
+  });
+
+  it('corrupted bytes with no size known: readers still never see the whole length', async () => {
+    const b = blob(200 * KiB);
+    const bad = Buffer.from(b.data);
+    bad[5]! ^= 1;
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, undefined, genSource(() => chunks(bad, 16 * KiB, 1)));
+    const r = await collect(fill.reader());
+    expect(r.error).toBeInstanceOf(BlobVerifyError);
+    expect(r.data.length).toBeLessThan(b.data.length);
+    await expect(fill.done).rejects.toBeInstanceOf(BlobVerifyError);
+    expect(await stored(b.hex)).toBeUndefined();
+  });
+
+  it('a body that ends early is truncation: readers error, nothing stored', async () => {
+    const b = blob(100 * KiB);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data.subarray(0, 60 * KiB))));
+    const r = await collect(fill.reader());
+    expect(r.ended).toBe(false);
+    expect(r.error).toMatchObject({ reason: 'truncated' });
+    await expect(fill.done).rejects.toMatchObject({ reason: 'truncated' });
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('an upstream stream error mid-body errors readers with it', async () => {
+    const b = blob(100 * KiB);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const src = genSource(async function* () {
+      yield b.data.subarray(0, 50 * KiB);
+      await sleep(5);
+      throw new Error('upstream reset');
+    }, b.data.length);
+    const { fill } = reg.fill(b.digest, undefined, src);
+    const rs = await Promise.all([collect(fill.reader()), collect(fill.reader(10))]);
+    for (const r of rs) expect(r.error?.message).toBe('upstream reset');
+    await expect(fill.done).rejects.toThrow('upstream reset');
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('a failing source.open rejects ready and done (even unobserved) and errors readers', async () => {
+    const b = blob(10);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, undefined, { open: async () => Promise.reject(new Error('502 from upstream')) });
+    const r = await collect(fill.reader());
+    expect(r.error?.message).toBe('502 from upstream');
+    // ready and done are deliberately not awaited here: no unhandled rejection may surface.
+    await sleep(10);
+    expect(reg.active()).toBe(0);
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('more bytes than expectedSize: aborted early', async () => {
+    const b = blob(100 * KiB);
+    let produced = 0;
+    const src = genSource(async function* (signal) {
+      // An endless upstream: way beyond the expected size.
+      for (let i = 0; i < 1000 && !signal.aborted; i++) {
+        const c = i * 16 * KiB < b.data.length ? b.data.subarray(i * 16 * KiB, (i + 1) * 16 * KiB) : crypto.randomBytes(16 * KiB);
+        produced += c.length;
+        yield c;
+      }
+    });
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, src);
+    const r = await collect(fill.reader());
+    expect(r.error).toMatchObject({ reason: 'oversize' });
+    await expect(fill.done).rejects.toMatchObject({ reason: 'oversize' });
+    expect(produced).toBeLessThan(b.data.length + 128 * KiB);
+    expect(src.signals[0]!.aborted).toBe(true);
+    expect(fill.bytesWritten()).toBeLessThanOrEqual(b.data.length);
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('Content-Length disagreeing with the expected size fails before reading the body', async () => {
+    const b = blob(1000);
+    let pulled = false;
+    const src = genSource(async function* () {
+      pulled = true;
+      yield b.data;
+    }, 999);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, 1000, src);
+    await expect(fill.ready).rejects.toMatchObject({ reason: 'size' });
+    await expect(fill.done).rejects.toMatchObject({ reason: 'size' });
+    expect(pulled).toBe(false);
+  });
+
+  it('Range readers return the right slice, during the fill and from the store afterwards', async () => {
+    const b = blob(700 * KiB + 5);
+    const src = genSource(() => chunks(b.data, 16 * KiB, 1), b.data.length);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, src);
+    let settled = false;
+    void fill.done.then(() => (settled = true));
+    const small = fill.reader(1000, 1999);
+    let smallEndedAfterDone: boolean | undefined;
+    small.on('end', () => (smallEndedAfterDone = settled));
+    const ranges = await Promise.all([
+      collect(small),
+      collect(fill.reader(300 * KiB, 500 * KiB - 1)),
+      collect(fill.reader(600 * KiB)),
+      collect(fill.reader(b.data.length - 1, b.data.length - 1)),
+      collect(fill.reader(5, b.data.length * 2)), // end past EOF is clamped
+    ]);
+    expect(ranges[0]!.data.equals(b.data.subarray(1000, 2000))).toBe(true);
+    expect(ranges[1]!.data.equals(b.data.subarray(300 * KiB, 500 * KiB))).toBe(true);
+    expect(ranges[2]!.data.equals(b.data.subarray(600 * KiB))).toBe(true);
+    expect(ranges[3]!.data.equals(b.data.subarray(b.data.length - 1))).toBe(true);
+    expect(ranges[4]!.data.equals(b.data.subarray(5))).toBe(true);
+    // Even a slice available early is only completed once the whole blob is verified.
+    expect(smallEndedAfterDone).toBe(true);
+
+    await fill.done;
+    expect(reg.active()).toBe(0);
+    const after = await collect(fill.reader(10, 20));
+    expect(after.data.equals(b.data.subarray(10, 21))).toBe(true);
+    expect((await collect(fill.reader())).data.equals(b.data)).toBe(true);
+    expect(() => fill.reader(20, 10)).toThrow(RangeError);
+    expect(() => fill.reader(-1)).toThrow(RangeError);
+  });
+
+  it('without any known size, ready resolves with the body length at the end', async () => {
+    const b = blob(150 * KiB + 1);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, undefined, genSource(() => chunks(b.data, 16 * KiB, 1)));
+    const r = collect(fill.reader());
+    await expect(fill.ready).resolves.toEqual({ size: b.data.length });
+    expect((await r).data.equals(b.data)).toBe(true);
+    await fill.done;
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+  });
+
+  it('an empty blob', async () => {
+    const b = blob(0);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, 0, genSource(async function* () {}, 0));
+    const r = await collect(fill.reader());
+    expect(r.ended).toBe(true);
+    expect(r.data.length).toBe(0);
+    await fill.done;
+    expect(await stored(b.hex)).toEqual(Buffer.alloc(0));
+  });
+
+  it('rename over an identical existing store file is fine', async () => {
+    const b = blob(1000);
+    await fs.mkdir(blobsDir, { recursive: true });
+    await fs.writeFile(path.join(blobsDir, b.hex), b.data);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, 1000, genSource(() => chunks(b.data)));
+    await fill.done;
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('validates digests and sizes', () => {
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const src = genSource(async function* () {});
+    expect(() => reg.fill('sha512:' + 'a'.repeat(128), 1, src)).toThrow(TypeError);
+    expect(() => reg.fill('sha256:' + 'A'.repeat(64), 1, src)).toThrow(TypeError);
+    expect(() => reg.fill('sha256:abc', 1, src)).toThrow(TypeError);
+    expect(() => reg.fill('sha256:../../etc/passwd', 1, src)).toThrow(TypeError);
+    expect(() => reg.fill(blob(1).digest, -1, src)).toThrow(RangeError);
+    expect(() => reg.fill(blob(1).digest, 1.5, src)).toThrow(RangeError);
+    expect(src.opens).toBe(0);
+    expect(reg.active()).toBe(0);
+  });
+
+  it('temp files carry the pid so debris cleanup can tell live fills from dead ones', async () => {
+    const b = blob(64 * KiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(
+      b.digest,
+      b.data.length,
+      genSource(async function* () {
+        yield b.data.subarray(0, 1000);
+        await gate;
+        yield b.data.subarray(1000);
+      }),
+    );
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(1000));
+    const temps = await tmpFiles();
+    expect(temps).toHaveLength(1);
+    expect(temps[0]).toMatch(new RegExp(`^\\.tmp-fill\\.${process.pid}\\.[0-9a-f]{12}$`));
+    release();
+    await fill.done;
+  });
+});
