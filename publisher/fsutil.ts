@@ -12,7 +12,8 @@ export function tmpName(dir: string, label = ''): string {
 
 /** The pid a tmpName() was made by, if it has one. */
 export function tmpNamePid(name: string): number | undefined {
-  const m = /\.(\d+)\.[0-9a-f]{12}$/.exec(name);
+  // The pid follows the label's '.', or TMP_PREFIX's '-' when there is no label (store temps).
+  const m = /[.-](\d+)\.[0-9a-f]{12}$/.exec(name);
   return m ? Number(m[1]) : undefined;
 }
 

@@ -3,7 +3,8 @@
 // not after a timeout, so a crashed publish never blocks the next one.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { isPidAlive, readdirOrEmpty, tmpName } from './fsutil.js';
+import { TMP_PREFIX } from '../shared/layout.js';
+import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
 
 export class LockBusyError extends Error {
   constructor(
@@ -49,15 +50,19 @@ async function tryCreate(file: string): Promise<boolean> {
 async function breakIfStale(file: string): Promise<number | undefined> {
   const pid = await ownerPid(file);
   if (pid !== undefined && isPidAlive(pid)) return pid;
+  // Released since our attempt: nothing to break. Going on would remove the lock another process
+  // may create in the meantime (two holders at once; the contention test caught exactly that).
+  if (pid === undefined && !(await exists(file))) return undefined;
   const guard = `${file}.break`;
   if (!(await tryCreate(guard))) {
     const gpid = await ownerPid(guard);
-    if (gpid === undefined || !isPidAlive(gpid)) await fs.rm(guard, { force: true });
+    // Only a dead breaker's guard is removed; a missing owner means it was just released.
+    if (gpid !== undefined && !isPidAlive(gpid)) await fs.rm(guard, { force: true });
     return pid;
   }
   try {
     const again = await ownerPid(file);
-    if (again === pid) await fs.rm(file, { force: true });
+    if (again === pid && (pid !== undefined || (await exists(file)))) await fs.rm(file, { force: true });
   } finally {
     await fs.rm(guard, { force: true });
   }
@@ -86,6 +91,22 @@ export async function acquireLock(file: string, what: string, waitMs = 0): Promi
 }
 
 /**
+ * Removes what killed processes left in the locks dir: their shared registrations, the temp files
+ * of an interrupted tryCreate and break guards. Nothing else cleans them up between two gc runs.
+ */
+async function sweepDead(storeLock: string): Promise<void> {
+  const dir = path.dirname(storeLock);
+  const shared = `${path.basename(storeLock)}.shared.`;
+  for (const name of await readdirOrEmpty(dir)) {
+    let pid: number | undefined;
+    if (name.startsWith(shared)) pid = Number(name.slice(shared.length));
+    else if (name.startsWith(TMP_PREFIX)) pid = tmpNamePid(name);
+    else if (name.endsWith('.break')) pid = await ownerPid(path.join(dir, name));
+    if (pid !== undefined && Number.isInteger(pid) && pid > 0 && !isPidAlive(pid)) await fs.rm(path.join(dir, name), { force: true });
+  }
+}
+
+/**
  * The store lock is shared by publishes (many repos may sync into the store at once) and
  * exclusive for gc (which deletes what no repo references). A shared holder registers a file
  * and then checks for an exclusive holder; gc takes the exclusive file and then waits for the
@@ -99,7 +120,10 @@ export async function acquireStoreShared(storeLock: string, waitMs = 0): Promise
   for (;;) {
     await fs.writeFile(mine, `${process.pid}\n`);
     const holder = await ownerPid(storeLock);
-    if (holder === undefined || !isPidAlive(holder)) return { release: () => fs.rm(mine, { force: true }) };
+    if (holder === undefined || !isPidAlive(holder)) {
+      await sweepDead(storeLock);
+      return { release: () => fs.rm(mine, { force: true }) };
+    }
     await fs.rm(mine, { force: true });
     if (Date.now() >= deadline) throw new LockBusyError('the store (gc running)', holder);
     await sleep(100 + Math.random() * 150);

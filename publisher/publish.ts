@@ -21,6 +21,11 @@ export interface PublishOptions {
   /** Absolute base URL where <root>/published is served, or undefined for URLs relative to it. */
   publishedUrl?: string;
   dryRun?: boolean;
+  /**
+   * Build a new master even when the tags are unchanged: store objects were repaired, and the
+   * served master still holds hardlinks to their old, corrupt inodes.
+   */
+  republish?: boolean;
   now?: () => Date;
 }
 
@@ -139,13 +144,16 @@ export async function publishRepo(opts: PublishOptions): Promise<PublishResult> 
   const cur = await currentPublish(l, name);
   const currentFile = cur.web ? await readMasterRedirect(l, name, cur.web) : undefined;
 
-  if (cur.web && currentFile && sameContent(state, currentFile, opts.protected)) {
+  if (cur.web && currentFile && !opts.republish && sameContent(state, currentFile, opts.protected)) {
     // A run killed between the two swaps left app behind web: finish that swap.
     if (cur.app !== cur.web && !opts.dryRun) await swapSymlink(l.app(name), appTarget(name, cur.web));
     return { outcome: 'unchanged', master: cur.web, linked: 0, copied: 0 };
   }
   const master = await nextMasterName(l, name, now);
   if (opts.dryRun) return { outcome: 'published', master, linked: 0, copied: 0 };
+  // Finish an interrupted swap first: if this run dies between its own two swaps, app must be
+  // left at the previous publish (web's now), never two publishes behind web (invariant 2).
+  if (cur.web && currentFile && cur.app !== cur.web) await swapSymlink(l.app(name), appTarget(name, cur.web));
 
   const file = buildRedirectFile(state, l, master, opts.protected, opts.publishedUrl, now);
   const parent = l.masterDir(name);

@@ -133,7 +133,7 @@ async function publishOne(repo: RepoConfig, opts: PublishRunOptions, store: Stor
       await writeRepoState(l, state);
     }
     const publishedUrl = config.serve.blobs === 'embedded' ? undefined : config.serve.blobs;
-    const result = await publishRepo({ layout: l, state, protected: repo.protected, publishedUrl });
+    const result = await publishRepo({ layout: l, state, protected: repo.protected, publishedUrl, republish: (stats?.repaired ?? 0) > 0 });
     const plan = await planRetention(l, repo.name, config.keep, config.grace, new Date());
     if (plan.remove.length) {
       log.info({ repo: repo.name, remove: plan.remove }, 'retention');

@@ -17,6 +17,8 @@ export interface SyncStats {
   blobsFetched: number;
   bytesFetched: number;
   blobsVerified: number;
+  /** Store objects that failed re-verification (--force-fetch) and were fetched again. */
+  repaired: number;
 }
 
 export interface SyncProgress {
@@ -59,7 +61,7 @@ export interface SyncOptions {
 export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; stats: SyncStats }> {
   const { repo, source, store, prev, policy, concurrency, progress } = opts;
   const force = policy === 'force-fetch';
-  const stats: SyncStats = { tags: 0, manifestsFetched: 0, blobsFetched: 0, bytesFetched: 0, blobsVerified: 0 };
+  const stats: SyncStats = { tags: 0, manifestsFetched: 0, blobsFetched: 0, bytesFetched: 0, blobsVerified: 0, repaired: 0 };
   const wrap = (what: string, digest?: string) => (err: unknown) => {
     if (err instanceof SyncError) throw err;
     throw new SyncError(repo.name, `${what}: ${(err as Error).message}`, digest);
@@ -80,7 +82,10 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
     if (knownDigest && m.digest !== knownDigest) {
       throw new SyncError(repo.name, `manifest ${ref} hashes to ${m.digest}, expected ${knownDigest}`, knownDigest);
     }
-    if (force && (await store.has(m.digest)) && !(await store.verify(m.digest))) await store.remove(m.digest);
+    if (force && (await store.has(m.digest)) && !(await store.verify(m.digest))) {
+      await store.remove(m.digest);
+      stats.repaired++;
+    }
     await store.putBytes(m.digest, m.bytes).catch(wrap(`storing manifest ${ref}`, m.digest));
     fetched.add(m.digest);
     stats.manifestsFetched++;
@@ -148,6 +153,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       stats.blobsVerified++;
       if (await store.verify(b.digest, b.size)) return;
       await store.remove(b.digest);
+      stats.repaired++;
     }
     for (let attempt = 1; ; attempt++) {
       progress?.onBlobStart?.(b.digest, b.size);

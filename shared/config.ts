@@ -186,7 +186,8 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const pos = e.linePos?.[0];
+    // linePos is only filled in with prettyErrors; pos (offsets) always is.
+    const pos = e.linePos?.[0] ?? (e.pos ? lines.linePos(e.pos[0]) : undefined);
     throw new ConfigError(`${file}:${pos ? `${pos.line}:${pos.col}` : '?'}: invalid YAML: ${e.message.split('\n')[0]}`, file);
   }
   const data = doc.toJS() ?? {};

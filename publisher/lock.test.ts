@@ -1,0 +1,204 @@
+// Locks across real processes: children run the built lock module (dist/publisher/lock.js) and
+// hold or race for locks while this process (the TypeScript module) contends with them.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startProcess, type RunningProcess } from '../test/helpers/proc.js';
+import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
+import { LockBusyError, acquireLock, acquireStoreExclusive, acquireStoreShared } from './lock.js';
+
+const LOCK_JS = pathToFileURL(path.resolve(import.meta.dirname, '../dist/publisher/lock.js')).href;
+
+type Kind = 'repo' | 'shared' | 'exclusive';
+
+/**
+ * A child that takes a lock (waiting up to waitMs), prints "got <pid>" or "busy <pid>", holds it for
+ * holdMs (or until SIGTERM), releases it and prints "released".
+ */
+function holder(kind: Kind, file: string, opts: { waitMs?: number; holdMs?: number; startAt?: number } = {}): RunningProcess {
+  const script = `
+    const m = await import(${JSON.stringify(LOCK_JS)});
+    const [kind, file, waitMs, holdMs, startAt] = process.argv.slice(1);
+    const delay = Number(startAt) - Date.now();
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    let lock;
+    try {
+      lock = kind === 'repo' ? await m.acquireLock(file, 'repo test', Number(waitMs))
+        : kind === 'shared' ? await m.acquireStoreShared(file, Number(waitMs))
+        : await m.acquireStoreExclusive(file, Number(waitMs));
+    } catch (err) {
+      console.log((err instanceof m.LockBusyError ? 'busy ' : 'error ') + process.pid + ' ' + err.message);
+      process.exit(75);
+    }
+    console.log('got ' + process.pid);
+    const done = async () => { await lock.release(); console.log('released'); process.exit(0); };
+    process.on('SIGTERM', done);
+    if (Number(holdMs) >= 0) setTimeout(done, Number(holdMs)); else setInterval(() => {}, 1000);
+  `;
+  return startProcess(process.execPath, ['--input-type=module', '-e', script, kind, file, String(opts.waitMs ?? 0), String(opts.holdMs ?? -1), String(opts.startAt ?? 0)]);
+}
+
+describe('locks across processes', () => {
+  let tmp: TmpDir;
+  let lockFile: string;
+  let storeLock: string;
+  const procs: RunningProcess[] = [];
+
+  beforeEach(async () => {
+    tmp = await tmpDir('derrick-locks');
+    lockFile = path.join(tmp.dir, 'locks', 'repo-a.lock');
+    storeLock = path.join(tmp.dir, 'locks', 'store.lock');
+  });
+  afterEach(async () => {
+    await Promise.all(procs.splice(0).map((p) => p.stop()));
+    await tmp.cleanup();
+  });
+  const spawnHolder = (...args: Parameters<typeof holder>) => {
+    const p = holder(...args);
+    procs.push(p);
+    return p;
+  };
+
+  it('a repo lock is exclusive: a second process is refused, naming the holder pid, until release', async () => {
+    const a = spawnHolder('repo', lockFile);
+    await a.waitForOutput(/^got /m);
+    const err = await acquireLock(lockFile, 'repo a', 0).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockBusyError);
+    expect((err as LockBusyError).pid).toBe(a.pid);
+    expect((err as LockBusyError).message).toBe(`repo a is busy (locked by pid ${a.pid})`);
+    // Another process is refused too.
+    const b = spawnHolder('repo', lockFile);
+    expect((await b.exited).code).toBe(75);
+    expect(b.stdout()).toMatch(/^busy /);
+    // A waiter gets it once the holder releases.
+    const t0 = Date.now();
+    setTimeout(() => void a.stop(), 400);
+    const lock = await acquireLock(lockFile, 'repo a', 10_000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(350);
+    expect(a.stdout()).toContain('released');
+    expect((await fs.readFile(lockFile, 'utf8')).split('\n')[0]).toBe(String(process.pid));
+    await lock.release();
+    await expect(fs.access(lockFile)).rejects.toThrow();
+  });
+
+  it('exactly one of several processes racing for a free lock gets it', async () => {
+    for (let round = 0; round < 2; round++) {
+      const startAt = Date.now() + 1500; // after every child has started
+      const racers = Array.from({ length: 5 }, () => spawnHolder('repo', lockFile, { holdMs: 2500, startAt }));
+      await Promise.all(racers.map((p) => p.exited));
+      const got = racers.filter((p) => /^got /m.test(p.stdout()));
+      const busy = racers.filter((p) => /^busy /m.test(p.stdout()));
+      expect(got.length, racers.map((p) => p.output()).join('\n')).toBe(1);
+      expect(busy.length).toBe(4);
+      expect(got[0]!.stdout()).toContain('released');
+      await expect(fs.access(lockFile)).rejects.toThrow();
+    }
+  });
+
+  it('stays mutually exclusive under contention (processes acquiring, holding briefly, releasing in a loop)', async () => {
+    // Each holder creates an "inside" marker with O_EXCL while it holds the lock: a second holder
+    // at the same time fails to create it and reports the violation.
+    const inside = path.join(tmp.dir, 'inside');
+    const script = `
+      const m = await import(${JSON.stringify(LOCK_JS)});
+      const fs = await import('node:fs/promises');
+      const [file, inside, until] = process.argv.slice(1);
+      let n = 0;
+      while (Date.now() < Number(until)) {
+        const lock = await m.acquireLock(file, 'stress', 20000);
+        try {
+          await fs.writeFile(inside, String(process.pid), { flag: 'wx' });
+        } catch (err) {
+          console.log('VIOLATION ' + process.pid + ' found ' + (await fs.readFile(inside, 'utf8').catch(() => '?')));
+          process.exit(1);
+        }
+        n++;
+        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        await fs.rm(inside);
+        await lock.release();
+      }
+      console.log('acquired ' + n);
+    `;
+    const until = Date.now() + 1500 + 6000;
+    const ps = Array.from({ length: 4 }, () => {
+      const p = startProcess(process.execPath, ['--input-type=module', '-e', script, lockFile, inside, String(until)]);
+      procs.push(p);
+      return p;
+    });
+    const codes = await Promise.all(ps.map(async (p) => (await p.exited).code));
+    const out = ps.map((p) => p.output()).join('');
+    expect(out).not.toContain('VIOLATION');
+    expect(codes).toEqual([0, 0, 0, 0]);
+    const total = [...out.matchAll(/acquired (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    expect(total).toBeGreaterThan(100);
+  });
+
+  it("a SIGKILLed holder's lock is broken at once by the next acquirer", async () => {
+    const a = spawnHolder('repo', lockFile);
+    await a.waitForOutput(/^got /m);
+    process.kill(a.pid, 'SIGKILL');
+    await a.exited;
+    expect((await fs.readFile(lockFile, 'utf8')).split('\n')[0]).toBe(String(a.pid)); // left behind
+    const t0 = Date.now();
+    const lock = await acquireLock(lockFile, 'repo a', 0); // no waiting allowed
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect((await fs.readFile(lockFile, 'utf8')).split('\n')[0]).toBe(String(process.pid));
+    await lock.release();
+    // And by another process too.
+    const b = spawnHolder('repo', lockFile);
+    await b.waitForOutput(/^got /m);
+    process.kill(b.pid, 'SIGKILL');
+    await b.exited;
+    const c = spawnHolder('repo', lockFile, { holdMs: 0 });
+    expect((await c.exited).code).toBe(0);
+    expect(c.stdout()).toMatch(/^got /);
+    const left = (await fs.readdir(path.dirname(lockFile))).filter((n) => !n.startsWith('store'));
+    expect(left).toEqual([]);
+  });
+
+  it('the store lock: shared with other publishes, exclusive for gc, both ways', async () => {
+    const pub = spawnHolder('shared', storeLock);
+    await pub.waitForOutput(/^got /m);
+    // Publishes share it.
+    const mine = await acquireStoreShared(storeLock, 0);
+    await mine.release();
+    // gc can't have it while a publish holds it.
+    const err = await acquireStoreExclusive(storeLock, 0).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockBusyError);
+    expect((err as LockBusyError).message).toMatch(/publish running.*pid \d+/);
+    expect((err as LockBusyError).pid).toBe(pub.pid);
+    // A killed publish does not block gc, and the next publish sweeps its registration away.
+    process.kill(pub.pid, 'SIGKILL');
+    await pub.exited;
+    expect(await fs.readdir(path.dirname(storeLock))).toEqual([`store.lock.shared.${pub.pid}`]);
+    const next = await acquireStoreShared(storeLock, 0);
+    expect(await fs.readdir(path.dirname(storeLock))).toEqual([`store.lock.shared.${process.pid}`]);
+    await next.release();
+    const t0 = Date.now();
+    const gc = await acquireStoreExclusive(storeLock, 0);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    // While gc holds it, a publish in another process is refused...
+    const pub2 = spawnHolder('shared', storeLock);
+    expect((await pub2.exited).code).toBe(75);
+    expect(pub2.stdout()).toMatch(/^busy .*gc running/);
+    // ...and one that waits gets in once gc releases.
+    const pub3 = spawnHolder('shared', storeLock, { waitMs: 10_000, holdMs: 0 });
+    await new Promise((r) => setTimeout(r, 700));
+    expect(pub3.stdout()).not.toContain('got');
+    await gc.release();
+    expect((await pub3.exited).code).toBe(0);
+    expect(pub3.stdout()).toMatch(/^got /);
+    // A gc process killed while holding the store lock doesn't block publishes either.
+    const gc2 = spawnHolder('exclusive', storeLock);
+    await gc2.waitForOutput(/^got /m);
+    process.kill(gc2.pid, 'SIGKILL');
+    await gc2.exited;
+    const after = await acquireStoreShared(storeLock, 0);
+    await after.release();
+    // Nothing is left but what the dead gc left (the next exclusive acquirer breaks that at once).
+    const again = await acquireStoreExclusive(storeLock, 0);
+    await again.release();
+    expect(await fs.readdir(path.dirname(storeLock))).toEqual([]);
+  });
+});
