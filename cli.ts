@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // derrick's single entry point. Publisher and redirector register their own commands and never import each other.
 import { Command, CommanderError } from 'commander';
-import { LockBusyError } from './publisher/lock.js';
+import { LockBusyError } from './shared/publish/lock.js';
 import { registerPublisherCommands } from './publisher/cli.js';
 import { registerRedirectorCommands } from './redirector/cli.js';
 import { EXIT, UsageError } from './shared/cli-util.js';

@@ -3,12 +3,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
 import { layout as makeLayout, MASTER_NAME_RE, repoNameFromKey } from '../shared/layout.js';
-import { readMasterRedirect } from './current.js';
-import { readdirOrEmpty } from './fsutil.js';
-import { acquireLock, acquireStoreExclusive, type Lock } from './lock.js';
-import { RepoStateSchema } from './repo-state.js';
-import { planRetention, removeAll } from './retention.js';
-import { openStore } from './store.js';
+import { readMasterRedirect } from '../shared/publish/current.js';
+import { readdirOrEmpty } from '../shared/publish/fsutil.js';
+import { acquireLock, acquireStoreExclusive, type Lock } from '../shared/publish/lock.js';
+import { RepoStateSchema } from '../shared/publish/repo-state.js';
+import { planRetention, removeAll } from '../shared/publish/retention.js';
+import { openStore } from '../shared/publish/store.js';
 
 export interface GcResult {
   masters: string[];

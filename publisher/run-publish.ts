@@ -5,17 +5,17 @@ import { authPassword } from '../shared/config.js';
 import { layout as makeLayout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
 import { formatBytes, formatDuration } from '../shared/units.js';
-import { currentPublish, readMasterRedirect } from './current.js';
-import { mapLimit } from './fsutil.js';
-import { LockBusyError, acquireLock, acquireStoreShared } from './lock.js';
+import { currentPublish, readMasterRedirect } from '../shared/publish/current.js';
+import { mapLimit } from '../shared/publish/fsutil.js';
+import { LockBusyError, acquireLock, acquireStoreShared } from '../shared/publish/lock.js';
 import { repoProgress } from './progress.js';
-import { publishRepo } from './publish.js';
-import { readRepoState, writeRepoState, type RepoState } from './repo-state.js';
-import { findDebris, planRetention, removeAll } from './retention.js';
+import { publishRepo } from '../shared/publish/publish.js';
+import { readRepoState, writeRepoState, type RepoState } from '../shared/publish/repo-state.js';
+import { findDebris, planRetention, removeAll } from '../shared/publish/retention.js';
 import { ociLayoutSource } from './sources/oci-layout.js';
 import { registrySource } from './sources/registry.js';
 import type { Source } from './sources/source.js';
-import { openStore, type Store } from './store.js';
+import { openStore, type Store } from '../shared/publish/store.js';
 import { type FetchPolicy, type SyncStats, SyncError, syncRepo, tagFilter } from './sync.js';
 
 export interface PublishRunOptions {

@@ -2,9 +2,9 @@
 import type { Config } from '../shared/config.js';
 import { layout as makeLayout, masterNameDate, repoNameFromKey } from '../shared/layout.js';
 import { formatBytes } from '../shared/units.js';
-import { currentPublish, readMasterRedirect } from './current.js';
-import { readdirOrEmpty } from './fsutil.js';
-import { readRepoState } from './repo-state.js';
+import { currentPublish, readMasterRedirect } from '../shared/publish/current.js';
+import { readdirOrEmpty } from '../shared/publish/fsutil.js';
+import { readRepoState } from '../shared/publish/repo-state.js';
 
 export interface StatusRow {
   repo: string;

@@ -4,10 +4,10 @@ import picomatch from 'picomatch';
 import type { RepoConfig } from '../shared/config.js';
 import { type Descriptor, parseManifest, isManifestType } from '../shared/oci.js';
 import type { ManifestEntry } from '../shared/redirect-file.js';
-import { mapLimit } from './fsutil.js';
-import type { RepoState } from './repo-state.js';
+import { mapLimit } from '../shared/publish/fsutil.js';
+import type { RepoState } from '../shared/publish/repo-state.js';
 import type { Source } from './sources/source.js';
-import { DigestMismatchError, type Store } from './store.js';
+import { DigestMismatchError, type Store } from '../shared/publish/store.js';
 
 export type FetchPolicy = 'default' | 'no-fetch' | 'force-fetch';
 

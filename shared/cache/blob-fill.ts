@@ -69,7 +69,7 @@ export class BlobVerifyError extends Error {
 /** Read size per fs read, and each reader's buffer; a reader holds at most about this much in memory. */
 const CHUNK = 64 * 1024;
 
-/** Same shape as publisher/fsutil tmpName (`.tmp-fill.<pid>.<12 hex>`), so store debris cleanup
+/** Same shape as shared/publish/fsutil tmpName (`.tmp-fill.<pid>.<12 hex>`), so store debris cleanup
  * can tell a live fill's temp from a dead process's. Duplicated because shared/ must not import publisher/. */
 function tmpName(dir: string): string {
   return path.join(dir, `${TMP_PREFIX}fill.${process.pid}.${crypto.randomBytes(6).toString('hex')}`);

@@ -16,6 +16,8 @@ export interface RegistryClientOptions {
   registry: string;
   /** false: accept any certificate and fall back to plain http, as skopeo's --tls-verify=false. */
   tlsVerify?: boolean;
+  /** Fixes the scheme instead of detecting it (an upstream configured by URL). */
+  scheme?: 'http' | 'https';
   username?: string;
   password?: string;
   /** Requests open at once; a blob GET holds its slot until its body ends. */
@@ -29,6 +31,8 @@ export interface RegistryClientOptions {
 
 export interface RequestOptions {
   signal?: AbortSignal;
+  /** Per-request headers, e.g. X-Forwarded-For for a pull-through client. */
+  headers?: Record<string, string>;
 }
 
 export interface ManifestHead {
@@ -89,6 +93,7 @@ interface Call {
   reference?: string;
   accept?: string;
   signal?: AbortSignal;
+  headers?: Record<string, string>;
 }
 
 const NOT_FOUND: Record<What, string> = {
@@ -103,7 +108,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
   const userAgent = opts.userAgent ?? 'derrick/0.1';
   const retries = opts.retries ?? 4;
   const retryBaseMs = opts.retryBaseMs ?? 200;
-  const transport = createTransport({ registry, tlsVerify: opts.tlsVerify ?? true, userAgent });
+  const transport = createTransport({ registry, tlsVerify: opts.tlsVerify ?? true, userAgent, scheme: opts.scheme });
   const limiter = createLimiter(opts.concurrency ?? 4);
   const authenticator = createAuthenticator({
     registry,
@@ -179,7 +184,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
       let res: Response;
       try {
         const base = await transport.baseUrl(call.signal);
-        const headers: Record<string, string> = { ...opts.extraHeaders, 'User-Agent': userAgent };
+        const headers: Record<string, string> = { ...opts.extraHeaders, ...call.headers, 'User-Agent': userAgent };
         if (call.accept) headers.Accept = call.accept;
         if (authorization) headers.Authorization = authorization;
         res = await fetchFollowingRedirects(transport.fetch, base + call.path, { method: call.method, headers, signal: call.signal });
@@ -260,7 +265,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     registry,
 
     async ping(o = {}) {
-      const call: Call = { method: 'GET', path: '/v2/', what: 'ping', repository: '', signal: o.signal };
+      const call: Call = { method: 'GET', path: '/v2/', what: 'ping', repository: '', signal: o.signal, headers: o.headers };
       const { res, release } = await send(call);
       try {
         await res.body?.cancel().catch(() => {});
@@ -270,7 +275,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     },
 
     async listTags(repository, o = {}) {
-      const first: Call = { method: 'GET', path: `/v2/${repository}/tags/list?n=${TAG_PAGE_SIZE}`, what: 'tags', repository, signal: o.signal };
+      const first: Call = { method: 'GET', path: `/v2/${repository}/tags/list?n=${TAG_PAGE_SIZE}`, what: 'tags', repository, signal: o.signal, headers: o.headers };
       check(first, 'none');
       const tags: string[] = [];
       const seen = new Set<string>();
@@ -307,6 +312,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         reference,
         accept: ACCEPT_ALL_MANIFESTS,
         signal: o.signal,
+        headers: o.headers,
       };
       check(call, 'tag-or-digest');
       const { res, release } = await send(call);
@@ -328,6 +334,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         reference,
         accept: ACCEPT_ALL_MANIFESTS,
         signal: o.signal,
+        headers: o.headers,
       };
       check(call, 'tag-or-digest');
       const { res, release } = await send(call);
@@ -356,7 +363,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     },
 
     async getBlob(repository, digest, o = {}) {
-      const call: Call = { method: 'GET', path: `/v2/${repository}/blobs/${digest}`, what: 'blob', repository, reference: digest, signal: o.signal };
+      const call: Call = { method: 'GET', path: `/v2/${repository}/blobs/${digest}`, what: 'blob', repository, reference: digest, signal: o.signal, headers: o.headers };
       check(call, 'digest');
       const { res, release } = await send(call);
       const body = res.body ? Readable.fromWeb(res.body as unknown as NodeReadableStream<Uint8Array>) : Readable.from([]);
@@ -370,7 +377,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     },
 
     async headBlob(repository, digest, o = {}) {
-      const call: Call = { method: 'HEAD', path: `/v2/${repository}/blobs/${digest}`, what: 'blob', repository, reference: digest, signal: o.signal };
+      const call: Call = { method: 'HEAD', path: `/v2/${repository}/blobs/${digest}`, what: 'blob', repository, reference: digest, signal: o.signal, headers: o.headers };
       check(call, 'digest');
       const { res, release } = await send(call);
       release();

@@ -9,6 +9,8 @@ export interface TransportOptions {
   registry: string;
   tlsVerify: boolean;
   userAgent: string;
+  /** A scheme the operator wrote (a pull-through url: http://...) rather than one to detect. */
+  scheme?: 'http' | 'https';
 }
 
 export interface Transport {
@@ -40,6 +42,14 @@ function getInsecureFetch(): Promise<FetchLike> {
 }
 
 export function createTransport(opts: TransportOptions): Transport {
+  if (opts.scheme === 'http') {
+    const base = `http://${opts.registry}`;
+    return { fetch: (url, init) => fetch(url, init), baseUrl: async () => base };
+  }
+  if (opts.scheme === 'https' && !opts.tlsVerify) {
+    const base = `https://${opts.registry}`;
+    return { fetch: async (url, init) => (await getInsecureFetch())(url, init), baseUrl: async () => base };
+  }
   if (opts.tlsVerify) {
     const base = `https://${opts.registry}`;
     return { fetch: (url, init) => fetch(url, init), baseUrl: async () => base };

@@ -1,14 +1,14 @@
-// Locks across real processes: children run the built lock module (dist/publisher/lock.js) and
+// Locks across real processes: children run the built lock module (dist/shared/publish/lock.js) and
 // hold or race for locks while this process (the TypeScript module) contends with them.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startProcess, type RunningProcess } from '../test/helpers/proc.js';
-import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
+import { startProcess, type RunningProcess } from '../../test/helpers/proc.js';
+import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
 import { LockBusyError, acquireLock, acquireStoreExclusive, acquireStoreShared } from './lock.js';
 
-const LOCK_JS = pathToFileURL(path.resolve(import.meta.dirname, '../dist/publisher/lock.js')).href;
+const LOCK_JS = pathToFileURL(path.resolve(import.meta.dirname, '../../dist/shared/publish/lock.js')).href;
 
 type Kind = 'repo' | 'shared' | 'exclusive';
 

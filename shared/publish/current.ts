@@ -1,9 +1,9 @@
 // What a repo's symlinks point at now.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Layout } from '../shared/layout.js';
-import { MASTER_NAME_RE, REDIRECT_FILE_NAME } from '../shared/layout.js';
-import { parseRedirectFile, type RedirectFile } from '../shared/redirect-file.js';
+import type { Layout } from '../layout.js';
+import { MASTER_NAME_RE, REDIRECT_FILE_NAME } from '../layout.js';
+import { parseRedirectFile, type RedirectFile } from '../redirect-file.js';
 import { readLink } from './swap.js';
 
 export interface CurrentPublish {

@@ -4,9 +4,9 @@ import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import crypto from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { Layout } from '../shared/layout.js';
-import { TMP_PREFIX } from '../shared/layout.js';
-import { isSha256Digest, sha256Digest } from '../shared/oci.js';
+import type { Layout } from '../layout.js';
+import { TMP_PREFIX } from '../layout.js';
+import { isSha256Digest, sha256Digest } from '../oci.js';
 import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
 
 export class DigestMismatchError extends Error {

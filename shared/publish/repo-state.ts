@@ -3,8 +3,8 @@
 import fs from 'node:fs/promises';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
-import type { Layout } from '../shared/layout.js';
-import { DerrickDataSchema } from '../shared/redirect-file.js';
+import type { Layout } from '../layout.js';
+import { DerrickDataSchema } from '../redirect-file.js';
 
 export const RepoStateSchema = z
   .object({

@@ -3,10 +3,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { layout, type Layout } from '../shared/layout.js';
-import { MediaType, sha256Digest } from '../shared/oci.js';
-import { assertNoDebris, checkStore, checkTree, masters } from '../test/helpers/tree.js';
-import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
+import { layout, type Layout } from '../layout.js';
+import { MediaType, sha256Digest } from '../oci.js';
+import { assertNoDebris, checkStore, checkTree, masters } from '../../test/helpers/tree.js';
+import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
 import { publishRepo } from './publish.js';
 import type { RepoState } from './repo-state.js';
 import { openStore, type Store } from './store.js';

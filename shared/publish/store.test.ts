@@ -4,10 +4,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { layout, type Layout } from '../shared/layout.js';
-import { sha256Digest } from '../shared/oci.js';
-import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
-import { checkStore, storeListing } from '../test/helpers/tree.js';
+import { layout, type Layout } from '../layout.js';
+import { sha256Digest } from '../oci.js';
+import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
+import { checkStore, storeListing } from '../../test/helpers/tree.js';
 import { DigestMismatchError, openStore, type Store } from './store.js';
 
 describe('store', () => {

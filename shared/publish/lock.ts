@@ -3,7 +3,7 @@
 // not after a timeout, so a crashed publish never blocks the next one.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { TMP_PREFIX } from '../shared/layout.js';
+import { TMP_PREFIX } from '../layout.js';
 import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
 
 export class LockBusyError extends Error {

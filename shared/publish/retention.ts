@@ -1,8 +1,8 @@
 // Which masters a repo keeps, and the debris a killed run leaves behind.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Layout } from '../shared/layout.js';
-import { MASTER_NAME_RE, TMP_PREFIX, masterNameDate, repoKey } from '../shared/layout.js';
+import type { Layout } from '../layout.js';
+import { MASTER_NAME_RE, TMP_PREFIX, masterNameDate, repoKey } from '../layout.js';
 import { currentPublish } from './current.js';
 import { isPidAlive, readdirOrEmpty, tmpNamePid } from './fsutil.js';
 

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { TMP_PREFIX } from '../shared/layout.js';
+import { TMP_PREFIX } from '../layout.js';
 
 /** A temp name in `dir` that encodes our pid, so a later run can tell live temps from debris. */
 export function tmpName(dir: string, label = ''): string {

@@ -2,13 +2,13 @@
 // then swap web/<repo> and app/<file>.json to it (invariants 1 and 2).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Layout } from '../shared/layout.js';
+import type { Layout } from '../layout.js';
 import {
   MASTER_NAME_RE, REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH,
   blobRelPath, manifestDir, masterName, masterNameDate, repoKey,
-} from '../shared/layout.js';
-import { MediaType, amd64Child } from '../shared/oci.js';
-import { type RedirectFile, REDIRECT_FILE_TYPE, serializeRedirectFile } from '../shared/redirect-file.js';
+} from '../layout.js';
+import { MediaType, amd64Child } from '../oci.js';
+import { type RedirectFile, REDIRECT_FILE_TYPE, serializeRedirectFile } from '../redirect-file.js';
 import { currentPublish, readMasterRedirect } from './current.js';
 import { fsyncDir, linkOrCopy, mapLimit, readdirOrEmpty, tmpName } from './fsutil.js';
 import type { RepoState } from './repo-state.js';
