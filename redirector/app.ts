@@ -15,10 +15,10 @@ function rawTarget(c: Context): string {
   return (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? c.req.url.replace(/^https?:\/\/[^/]+/, '');
 }
 
-export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => Reply } {
+export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => Reply | Promise<Reply> } {
   const app = new Hono();
   const v2 = createV2Handler(o);
-  const viaHono = (c: Context) => toResponse(v2({ method: c.req.method, target: rawTarget(c), header: (n) => c.req.header(n) }));
+  const viaHono = async (c: Context) => toResponse(await v2({ method: c.req.method, target: rawTarget(c), header: (n) => c.req.header(n) }));
   app.all('/v2/*', viaHono);
   app.all('/v2', viaHono);
   if (o.fileServer) app.on(['GET', 'HEAD'], `${o.urls.filesPrefix}/*`, o.fileServer);

@@ -10,13 +10,17 @@ export function registerRedirectorCommands(program: Command): void {
     .option('-c, --config <file>', 'config file (default: $DERRICK_CONFIG or ./derrick.yaml)')
     .option('--listen <host:port>', 'override serve.listen')
     .option('--log-level <level>', 'pino level (info shows access logs)', undefined)
+    .option('--no-fetch', 'pull-through: serve the cache only (policy Never on every route)')
+    .option('--force-fetch', 'pull-through: resolve every tag upstream (policy Always on every route)')
     .action(async (o) => {
       const config = loadConfigOrExit(o.config);
       if (o.listen && !/^.*:\d{1,5}$/.test(o.listen)) throw new UsageError(`--listen: "${o.listen}" is not HOST:PORT`);
       const log = createLogger({ level: o.logLevel ?? process.env.DERRICK_LOG_LEVEL ?? 'warn', json: true });
       // Loaded on use, so `derrick publish` from cron doesn't pay for the server's modules.
       const { startServer } = await import('./serve.js');
-      const server = await startServer(config, { listen: o.listen, log });
+      if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
+      const policy = o.fetch === false ? 'Never' : o.forceFetch ? 'Always' : undefined;
+      const server = await startServer(config, { listen: o.listen, log, policy });
       console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {

@@ -24,7 +24,16 @@ export function createMetrics() {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30],
     registers: [registry],
   });
-  return { registry, requests, redirects, repos, tags, reloadErrors, reloadLatency };
+  const counter = (name: string, help: string) => new client.Counter({ name, help, registers: [registry] });
+  const cache = {
+    hits: counter('derrick_cache_hits_total', 'Pull-through requests answered from the cache'),
+    misses: counter('derrick_cache_misses_total', 'Pull-through fetches from an upstream'),
+    stale: counter('derrick_cache_stale_total', 'Cached tags served stale because the upstream failed'),
+    joins: counter('derrick_cache_singleflight_joins_total', 'Requests that joined a fetch already in flight'),
+    upstreamBytes: counter('derrick_cache_upstream_bytes_total', 'Blob bytes fetched from upstreams and verified'),
+    evictions: counter('derrick_cache_evictions_total', 'Cached images evicted above cache.max-size'),
+  };
+  return { registry, requests, redirects, repos, tags, reloadErrors, reloadLatency, cache };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,19 +1,22 @@
 // A response as plain data, so the same handler can be answered through Hono (a Response) or
 // written straight to a node:http ServerResponse on the hot path.
 import type { ServerResponse } from 'node:http';
+import { Readable, pipeline } from 'node:stream';
 
 export interface Reply {
   status: number;
   headers: Record<string, string>;
-  body: string | Uint8Array | null;
+  /** A stream for pull-through blobs; an error mid-way must cut the client's connection. */
+  body: string | Uint8Array | Readable | null;
 }
 
 export const API_VERSION_HEADER = 'Docker-Distribution-API-Version';
 
-export function reply(method: string, status: number, headers: Record<string, string>, body: string | Uint8Array | null = null): Reply {
+export function reply(method: string, status: number, headers: Record<string, string>, body: Reply['body'] = null): Reply {
   headers[API_VERSION_HEADER] = 'registry/2.0';
   // An explicit length keeps bodiless replies (redirects) off chunked encoding.
   if (body === null && status !== 304 && headers['Content-Length'] === undefined) headers['Content-Length'] = '0';
+  if (method === 'HEAD' && body instanceof Readable) body.destroy();
   return { status, headers, body: method === 'HEAD' ? null : body };
 }
 
@@ -25,10 +28,17 @@ export function jsonReply(method: string, value: unknown, link?: string): Reply 
 }
 
 export function toResponse(r: Reply): Response {
-  return new Response(r.body, { status: r.status, headers: r.headers });
+  const body = r.body instanceof Readable ? (Readable.toWeb(r.body) as ReadableStream) : r.body;
+  return new Response(body, { status: r.status, headers: r.headers });
 }
 
 export function writeReply(res: ServerResponse, r: Reply): void {
   res.writeHead(r.status, r.headers);
+  if (r.body instanceof Readable) {
+    // On a failed fill the reader errors and pipeline destroys the socket: the client sees a
+    // short body, never a complete wrong one.
+    pipeline(r.body, res, () => {});
+    return;
+  }
   res.end(r.body ?? undefined);
 }

@@ -9,6 +9,8 @@ import { createAuthenticator } from './auth.js';
 import { createFileServer } from './files.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
+import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
+import type { Policy } from './pull-through/routes.js';
 import { writeReply } from './reply.js';
 
 export const FILES_PREFIX = '/published';
@@ -17,6 +19,7 @@ export interface RunningServer {
   url: string;
   port: number;
   index: RepoIndex;
+  pullThrough?: PullThrough;
   close(): Promise<void>;
 }
 
@@ -29,7 +32,14 @@ export function splitListen(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(listen.slice(i + 1)) };
 }
 
-export async function startServer(config: Config, opts: { listen?: string; log: Logger }): Promise<RunningServer> {
+export interface ServeOptions {
+  listen?: string;
+  log: Logger;
+  /** --no-fetch / --force-fetch: Never / Always for every pull-through route. */
+  policy?: Policy;
+}
+
+export async function startServer(config: Config, opts: ServeOptions): Promise<RunningServer> {
   const s = config.serve;
   const l = makeLayout(config.root);
   const metrics = createMetrics();
@@ -54,7 +64,13 @@ export async function startServer(config: Config, opts: { listen?: string; log: 
     filesPrefix: FILES_PREFIX,
     signing: secret && s.signing ? { secret, ttlMs: s.signing.ttl } : undefined,
   };
+  const pullThrough: PullThrough | undefined = config.upstreams.length
+    ? await createPullThrough({
+        config, layout: l, index, metrics, log, urls, manifests: s.manifests, redirectStatus: s['redirect-status'], override: opts.policy,
+      })
+    : undefined;
   const { app, v2 } = createApp({
+    pullThrough,
     index,
     urls,
     manifests: s.manifests,
@@ -70,7 +86,9 @@ export async function startServer(config: Config, opts: { listen?: string; log: 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith('/v2/') || url === '/v2' || url.startsWith('/v2?')) {
-      writeReply(res, v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]) }));
+      const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: req.socket.remoteAddress });
+      if (r instanceof Promise) void r.then((x) => writeReply(res, x));
+      else writeReply(res, r);
       return;
     }
     void hono(req, res);
@@ -90,7 +108,9 @@ export async function startServer(config: Config, opts: { listen?: string; log: 
     url: `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`,
     port: boundPort,
     index,
+    pullThrough,
     close: async () => {
+      await pullThrough?.committer.idle();
       await index.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -10,6 +10,7 @@ import { errorReply } from './errors.js';
 import type { IndexedRepo, RepoIndex, RepoVersion } from './index.js';
 import { craneManifestPath, manifestReply, parseAccept, validateReference } from './manifests.js';
 import type { Metrics } from './metrics.js';
+import type { PullThrough } from './pull-through/pull-through.js';
 import { paginate } from './pagination.js';
 import { referrersResponse } from './referrers.js';
 import { jsonReply, reply, type Reply } from './reply.js';
@@ -25,6 +26,8 @@ export interface V2Options {
   auth: Authenticator;
   metrics: Metrics;
   log: Logger;
+  /** Serves <prefix>/<repo> from configured upstreams; absent when there are none. */
+  pullThrough?: PullThrough;
 }
 
 export interface V2Request {
@@ -32,6 +35,7 @@ export interface V2Request {
   /** The request target as sent: path and query, not decoded. */
   target: string;
   header(name: string): string | undefined;
+  remoteAddress?: string;
 }
 
 type Route = 'base' | 'catalog' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'unknown';
@@ -66,7 +70,7 @@ function versionWithBlob(repo: IndexedRepo, digest: string): RepoVersion | undef
   return repo.previous.find((p) => p.until > now && (p.version.blobs.has(digest) || p.version.manifests.has(digest)))?.version;
 }
 
-export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
+export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promise<Reply> {
   const { index, metrics, log } = o;
   // prom-client hashes label sets on every inc(); bound children are looked up once.
   const counters = new Map<string, { inc(): void }>();
@@ -102,7 +106,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
     return reply(method, o.redirectStatus, { Location: location, ...extra });
   };
 
-  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams): Reply => {
+  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams): Reply | Promise<Reply> => {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
     switch (p.route) {
@@ -121,6 +125,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
         return jsonReply(method, { repositories: page.items }, page.link);
       }
       case 'manifest': {
+        if (!isValidName(p.name!)) throw errors.nameInvalid(p.name!);
+        const pt = o.pullThrough?.match(p.name!);
+        if (pt) {
+          const kind = validateReference(p.name!, p.ref!);
+          const accept = parseAccept(req.header('accept')?.split(',') ?? []);
+          return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress, accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
+        }
         const repo = lookup(req, p.name!);
         const kind = validateReference(repo.name, p.ref!);
         const accept = parseAccept(req.header('accept')?.split(',') ?? []);
@@ -142,6 +153,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
       case 'blob': {
         if (!isValidName(p.name!)) throw errors.nameInvalid(p.name!);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
+        const pt = o.pullThrough?.match(p.name!);
+        if (pt) {
+          // Committed blobs take the static path; the rest come through the cache.
+          const cached = index.get(p.name!);
+          const version = cached && versionWithBlob(cached, p.ref!);
+          if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress, accept: null }, pt, p.name!, p.ref!);
+        }
         const repo = lookup(req, p.name!);
         const digest = p.ref!;
         if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
@@ -171,20 +189,27 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply {
     const q = req.target.indexOf('?');
     const path = q < 0 ? req.target : req.target.slice(0, q);
     const p = parseV2Path(path);
-    let r: Reply;
-    try {
-      r = route(req, p, path, new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1)));
-    } catch (err) {
+    const fail = (err: unknown): Reply => {
       if (!(err instanceof RegistryError)) {
         log.error({ err: String((err as Error).stack ?? err), path }, 'internal error');
         err = new RegistryError('UNAVAILABLE', 'internal error', undefined, 500);
       }
-      r = errorReply(req.method, err as RegistryError);
+      return errorReply(req.method, err as RegistryError);
+    };
+    const done = (r: Reply): Reply => {
+      countRequest(p.route, req.method, r.status);
+      if (log.isLevelEnabled('info')) {
+        log.info({ method: req.method, path, status: r.status, ms: +(performance.now() - started).toFixed(2) }, 'request');
+      }
+      return r;
+    };
+    let r: Reply | Promise<Reply>;
+    try {
+      r = route(req, p, path, new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1)));
+    } catch (err) {
+      r = fail(err);
     }
-    countRequest(p.route, req.method, r.status);
-    if (log.isLevelEnabled('info')) {
-      log.info({ method: req.method, path, status: r.status, ms: +(performance.now() - started).toFixed(2) }, 'request');
-    }
-    return r;
+    // Only pull-through misses are asynchronous; everything else stays on the synchronous path.
+    return r instanceof Promise ? r.then(done, (err) => done(fail(err))) : done(r);
   };
 }

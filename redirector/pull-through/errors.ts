@@ -1,0 +1,34 @@
+// An upstream's failure as the client should see it: one mapping, in one place.
+import { RegistryError } from '../../shared/errors.js';
+import { UpstreamError } from '../../shared/registry/errors.js';
+
+/** Failures after which a cached copy may be served stale. */
+export function isUpstreamDown(err: unknown): boolean {
+  if (err instanceof UpstreamError) return err.kind === 'network' || err.kind === 'unavailable' || err.kind === 'too-many-requests';
+  return (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError';
+}
+
+export function upstreamToRegistryError(err: unknown, upstream: string, what: 'manifest' | 'blob', name: string, ref: string): RegistryError {
+  if (err instanceof RegistryError) return err;
+  if ((err as Error)?.name === 'TimeoutError') {
+    return new RegistryError('UNAVAILABLE', `upstream ${upstream} timed out`, { name, reference: ref }, 504);
+  }
+  if (!(err instanceof UpstreamError)) {
+    return new RegistryError('UNAVAILABLE', `upstream ${upstream} failed: ${(err as Error)?.message ?? String(err)}`, { name, reference: ref }, 502);
+  }
+  switch (err.kind) {
+    case 'not-found':
+      return what === 'blob'
+        ? new RegistryError('BLOB_UNKNOWN', 'blob unknown to upstream', { name, digest: ref })
+        : new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to upstream', { name, reference: ref });
+    case 'too-many-requests':
+      return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate limiting`, { name, reference: ref }, 429, err.retryAfter ? { 'Retry-After': err.retryAfter } : {});
+    case 'network':
+      return new RegistryError('UNAVAILABLE', `upstream ${upstream} is unreachable: ${err.message}`, { name, reference: ref }, 503);
+    case 'unauthorized':
+    case 'denied':
+      return new RegistryError('UNAVAILABLE', `upstream ${upstream} refused derrick's credentials: ${err.message}`, { name, reference: ref }, 502);
+    default:
+      return new RegistryError('UNAVAILABLE', `upstream ${upstream} failed: ${err.message}`, { name, reference: ref }, 502);
+  }
+}
