@@ -76,7 +76,9 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   /** Makes sure a manifest is in the store, fetching it when missing (or always, when forced). */
   const fetched = new Set<string>();
   const ensureManifest = async (ref: string, knownDigest?: string): Promise<string> => {
-    if (knownDigest && !force && (await store.has(knownDigest))) return knownDigest;
+    // A digest the last sync stored is trusted to be there: only gc deletes, and gc keeps what
+    // repo states name. --force-fetch is the way to re-check.
+    if (knownDigest && !force && (prev?.manifests[knownDigest] || (await store.has(knownDigest)))) return knownDigest;
     if (knownDigest && fetched.has(knownDigest)) return knownDigest;
     const m = await source.getManifest(knownDigest ?? ref).catch(wrap(`fetching manifest ${ref}`, knownDigest));
     if (knownDigest && m.digest !== knownDigest) {
@@ -111,8 +113,34 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   const manifests: Record<string, ManifestEntry> = {};
   const blobs = new Map<string, Descriptor>();
   const referrers: RepoState['referrers'] = {};
+  const manifestBlobs: RepoState['manifestBlobs'] = {};
+  type Referrer = RepoState['referrers'][string][number];
+  const prevReferrers = new Map<string, Array<[string, Referrer]>>();
+  for (const [subject, list] of Object.entries(prev?.referrers ?? {})) {
+    for (const d of list) prevReferrers.set(d.digest, [...(prevReferrers.get(d.digest) ?? []), [subject, d]]);
+  }
+  const visitChildren = (digest: string, children: Descriptor[]) =>
+    mapLimit(children, concurrency, async (child) => {
+      if (!isManifestType(child.mediaType)) {
+        throw new SyncError(repo.name, `index ${digest} names ${child.digest} of unsupported type ${child.mediaType}`, child.digest);
+      }
+      await ensureManifest(child.digest, child.digest);
+      await visit(child.digest, child.mediaType);
+    });
   const visit = async (digest: string, hint?: string): Promise<void> => {
     if (manifests[digest]) return;
+    // Unchanged since the last sync: its entry and blob list are known, so skip reading it.
+    const known = !force ? prev?.manifests[digest] : undefined;
+    const knownBlobs = prev?.manifestBlobs[digest];
+    if (known && knownBlobs && knownBlobs.every((b) => prev!.blobs[b] !== undefined)) {
+      manifests[digest] = known;
+      manifestBlobs[digest] = knownBlobs;
+      for (const b of knownBlobs) blobs.set(b, { digest: b, size: prev!.blobs[b]!, mediaType: '' });
+      for (const [subject, d] of prevReferrers.get(digest) ?? []) (referrers[subject] ??= []).push(d);
+      const children = (known.children ?? []).map((c) => ({ digest: c.digest, size: 0, mediaType: prev!.manifests[c.digest]?.mediaType ?? '' }));
+      await visitChildren(digest, children);
+      return;
+    }
     const bytes = await store.read(digest);
     const hintType = hint ?? typeHints.get(digest) ?? prev?.manifests[digest]?.mediaType;
     let parsed;
@@ -136,18 +164,14 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       });
     }
     for (const b of parsed.blobs) blobs.set(b.digest, b);
-    await mapLimit(parsed.manifests, concurrency, async (child) => {
-      if (!isManifestType(child.mediaType)) {
-        throw new SyncError(repo.name, `index ${digest} names ${child.digest} of unsupported type ${child.mediaType}`, child.digest);
-      }
-      await ensureManifest(child.digest, child.digest);
-      await visit(child.digest, child.mediaType);
-    });
+    manifestBlobs[digest] = parsed.blobs.map((b) => b.digest);
+    await visitChildren(digest, parsed.manifests);
   };
   for (const digest of new Set(Object.values(tagDigests))) await visit(digest);
 
   // Fetch the blobs the store lacks (or, when forced, those that fail re-verification).
   await mapLimit([...blobs.values()], concurrency, async (b) => {
+    if (!force && prev?.blobs[b.digest] !== undefined) return;
     if (await store.has(b.digest)) {
       if (!force) return;
       stats.blobsVerified++;
@@ -190,6 +214,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
     manifests: Object.fromEntries(Object.entries(manifests).sort()),
     blobs: blobSizes,
     referrers,
+    manifestBlobs: Object.fromEntries(Object.entries(manifestBlobs).sort()),
   };
   return { state, stats };
 }

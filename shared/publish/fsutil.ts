@@ -1,6 +1,6 @@
 // Small durable-filesystem helpers: every publish step that must survive a crash goes through here.
 import fs from 'node:fs/promises';
-import { constants as C } from 'node:fs';
+import fsSync, { constants as C } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { TMP_PREFIX } from '../layout.js';
@@ -50,23 +50,28 @@ export async function writeFileDurable(file: string, data: string | Uint8Array):
   await fs.rename(tmp, file);
 }
 
-/** Hardlinks `src` to `dst`; copies only when they sit on different filesystems. */
-export async function linkOrCopy(src: string, dst: string): Promise<'linked' | 'copied'> {
+/**
+ * Hardlinks `src` to `dst`; copies only when they sit on different filesystems. Synchronous on
+ * purpose: a master links thousands of files into one new directory, where the kernel
+ * serialises on the directory anyway, and per-call promise and threadpool overhead dominated.
+ */
+export function linkOrCopySync(src: string, dst: string): 'linked' | 'copied' {
   try {
-    await fs.link(src, dst);
+    fsSync.linkSync(src, dst);
     return 'linked';
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    await fs.copyFile(src, dst, C.COPYFILE_EXCL);
-    const fh = await fs.open(dst, 'r+');
+    fsSync.copyFileSync(src, dst, C.COPYFILE_EXCL);
+    const fd = fsSync.openSync(dst, 'r+');
     try {
-      await fh.sync();
+      fsSync.fsyncSync(fd);
     } finally {
-      await fh.close();
+      fsSync.closeSync(fd);
     }
     return 'copied';
   }
 }
+
 
 export async function exists(p: string): Promise<boolean> {
   try {

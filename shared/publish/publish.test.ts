@@ -32,7 +32,7 @@ const REPO = 'acme/web';
 
 /** Puts a one-layer OCI image for each tag into the store; returns the repo state naming them. */
 async function stateFor(store: Store, tags: Record<string, string>): Promise<RepoState> {
-  const state: RepoState = { name: REPO, source: 'test', lastSync: new Date().toISOString(), etags: {}, tags: {}, manifests: {}, blobs: {}, referrers: {} };
+  const state: RepoState = { name: REPO, source: 'test', lastSync: new Date().toISOString(), etags: {}, tags: {}, manifests: {}, blobs: {}, referrers: {}, manifestBlobs: {} };
   for (const [tag, content] of Object.entries(tags)) {
     const layer = Buffer.from(`layer of ${content}`);
     const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha256Digest(layer)] } }));

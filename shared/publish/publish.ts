@@ -10,7 +10,7 @@ import {
 import { MediaType, amd64Child } from '../oci.js';
 import { type RedirectFile, REDIRECT_FILE_TYPE, serializeRedirectFile } from '../redirect-file.js';
 import { currentPublish, readMasterRedirect } from './current.js';
-import { fsyncDir, linkOrCopy, mapLimit, readdirOrEmpty, tmpName } from './fsutil.js';
+import { fsyncDir, linkOrCopySync, readdirOrEmpty, tmpName } from './fsutil.js';
 import type { RepoState } from './repo-state.js';
 import { swapSymlink } from './swap.js';
 
@@ -126,9 +126,7 @@ async function buildMaster(l: Layout, state: RepoState, file: RedirectFile, dir:
   for (const [tag, digest] of Object.entries(state.tags)) {
     links.push([digest, path.join(dir, 'manifests', manifestDir(state.manifests[digest]!.mediaType), tag)]);
   }
-  await mapLimit(links, 16, async ([digest, dst]) => {
-    counts[await linkOrCopy(l.storeBlob(digest), dst)]++;
-  });
+  for (const [digest, dst] of links) counts[linkOrCopySync(l.storeBlob(digest), dst)]++;
   const tagsList = JSON.stringify({ name: state.name, tags: Object.keys(state.tags).sort() }) + '\n';
   await writeDurable(path.join(dir, TAGS_LIST_REL_PATH), tagsList);
   await writeDurable(path.join(dir, REDIRECT_FILE_NAME), serializeRedirectFile(file));

@@ -17,6 +17,8 @@ export const RepoStateSchema = z
     manifests: DerrickDataSchema.shape.manifests,
     blobs: DerrickDataSchema.shape.blobs,
     referrers: DerrickDataSchema.shape.referrers,
+    /** manifest -> its config and layer digests, so an unchanged manifest needs no re-read. */
+    manifestBlobs: z.record(z.string(), z.array(z.string())).default({}),
   })
   .strict();
 
