@@ -52,6 +52,7 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
   const manifests: RepoState['manifests'] = {};
   const blobs: RepoState['blobs'] = {};
   const referrers: RepoState['referrers'] = {};
+  const manifestBlobs: RepoState['manifestBlobs'] = {};
   const complete = (digest: string): boolean => {
     const m = repo.manifests.get(digest);
     if (!m || !inStore(digest)) return false;
@@ -63,6 +64,7 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
     const entry: ManifestEntry = { mediaType: m.mediaType, size: m.size };
     if (m.children) entry.children = m.children;
     manifests[digest] = entry;
+    manifestBlobs[digest] = m.blobs.map((b) => b.digest);
     for (const b of m.blobs) blobs[b.digest] = b.size;
     if (m.subject) (referrers[m.subject.digest] ??= []).push({ mediaType: m.mediaType, digest, size: m.size, ...(m.artifactType ? { artifactType: m.artifactType } : {}) });
     for (const c of m.children ?? []) if (complete(c.digest)) add(c.digest);
@@ -83,6 +85,7 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
     manifests: Object.fromEntries(Object.entries(manifests).sort()),
     blobs: Object.fromEntries(Object.entries(blobs).sort()),
     referrers,
+    manifestBlobs,
   };
 }
 
