@@ -5,7 +5,7 @@ import { createLogger } from '../shared/log.js';
 import { formatBytes } from '../shared/units.js';
 import { runGc } from './gc.js';
 import { exitCodeFor, runPublish } from './run-publish.js';
-import { formatStatusTable, repoStatus } from './status.js';
+import { cacheUsage, formatStatusTable, repoStatus } from './status.js';
 
 export function registerPublisherCommands(program: Command, setExit: (code: number) => void): void {
   program
@@ -44,8 +44,15 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const rows = await repoStatus(loadConfigOrExit(o.config));
-      console.log(o.json ? JSON.stringify(rows, null, 2) : formatStatusTable(rows));
+      const config = loadConfigOrExit(o.config);
+      const rows = await repoStatus(config);
+      const cache = config.upstreams.length ? await cacheUsage(config, rows) : undefined;
+      if (o.json) return console.log(JSON.stringify({ repos: rows, cache }, null, 2));
+      console.log(formatStatusTable(rows));
+      if (cache) {
+        const max = cache.maxSize !== undefined ? ` of max ${formatBytes(cache.maxSize)}` : ' (no max-size)';
+        console.log(`\npull-through cache: ${cache.images} images, ${formatBytes(cache.bytes)}${max}`);
+      }
     });
 
   program

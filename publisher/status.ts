@@ -12,6 +12,15 @@ export interface StatusRow {
   published: string;
   size: number;
   state: string;
+  /** Published by derrick serve's pull-through cache, not by `derrick publish`. */
+  cache: boolean;
+}
+
+export interface CacheUsage {
+  images: number;
+  /** Distinct manifest and blob bytes of the cached repos' current publishes. */
+  bytes: number;
+  maxSize?: number;
 }
 
 export async function repoStatus(config: Config): Promise<StatusRow[]> {
@@ -29,16 +38,37 @@ export async function repoStatus(config: Config): Promise<StatusRow[]> {
     if (!cur.web) state = synced ? 'synced, not published' : 'never published';
     else if (!d) state = 'broken: unreadable redirect file';
     else if (cur.app !== cur.web) state = 'app behind web (interrupted swap; next publish completes it)';
-    if (!config.repos.some((r) => r.name === name)) state += ' (not in config)';
+    const cache = config.upstreams.some((u) => name.startsWith(u.prefix + '/'));
+    if (cache) state += ' (pull-through cache)';
+    else if (!config.repos.some((r) => r.name === name)) state += ' (not in config)';
     rows.push({
       repo: name,
       tags: d ? Object.keys(d.tags).length : 0,
       published: cur.web ? masterNameDate(cur.web).toISOString() : '-',
       size,
       state,
+      cache,
     });
   }
   return rows;
+}
+
+/** What the pull-through cache holds, counted as eviction counts it: shared blobs once. */
+export async function cacheUsage(config: Config, rows: StatusRow[]): Promise<CacheUsage> {
+  const l = makeLayout(config.root);
+  const sizes = new Map<string, number>();
+  let images = 0;
+  for (const r of rows.filter((x) => x.cache)) {
+    const cur = await currentPublish(l, r.repo);
+    const d = cur.web ? (await readMasterRedirect(l, r.repo, cur.web))?.derrick : undefined;
+    if (!d) continue;
+    images += Object.keys(d.tags).length;
+    for (const [dg, m] of Object.entries(d.manifests)) sizes.set(dg, m.size);
+    for (const [dg, n] of Object.entries(d.blobs)) sizes.set(dg, n);
+  }
+  let bytes = 0;
+  for (const n of sizes.values()) bytes += n;
+  return { images, bytes, maxSize: config.cache['max-size'] };
 }
 
 export function formatStatusTable(rows: StatusRow[]): string {
