@@ -69,7 +69,8 @@ export interface IndexOptions {
 
 class BadFileError extends Error {}
 
-async function loadDerrickFile(appFile: string): Promise<{ parsed: AnyRedirectFile; version: RepoVersion }> {
+/** `known`: manifests already in memory; a digest names immutable bytes, so those are reused, not re-read. */
+async function loadDerrickFile(appFile: string, known?: Map<string, IndexedManifest>): Promise<{ parsed: AnyRedirectFile; version: RepoVersion }> {
   // Resolve the symlink once and read through the target, so a swap in between can't mix versions.
   const target = await fs.readlink(appFile).catch(() => appFile);
   const real = path.resolve(path.dirname(appFile), target);
@@ -80,6 +81,8 @@ async function loadDerrickFile(appFile: string): Promise<{ parsed: AnyRedirectFi
   const manifests = new Map<string, IndexedManifest>();
   await Promise.all(
     Object.entries(parsed.derrick.manifests).map(async ([digest, m]) => {
+      const have = known?.get(digest);
+      if (have && have.size === m.size) return void manifests.set(digest, { ...m, bytes: have.bytes });
       const bytes = await fs.readFile(path.join(masterDir, manifestRelPath(m.mediaType, digest)));
       if (sha256Digest(bytes) !== digest || bytes.length !== m.size) throw new BadFileError(`manifest ${digest} in ${masterDir} does not match its digest`);
       manifests.set(digest, { ...m, bytes });
@@ -131,7 +134,7 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
       if (existing && existing.file === file && existing.target === identity && existing.kind === 'derrick') return;
       // The symlink's mtime is the swap time; only swaps seen while running measure reload latency.
       if (st.isSymbolicLink() && started) swapMs = Date.now() - st.mtimeMs;
-      const { parsed, version } = await loadDerrickFile(file);
+      const { parsed, version } = await loadDerrickFile(file, existing?.current.manifests);
       const d = (parsed as { derrick?: { tags: Record<string, string>; referrers: Record<string, Descriptor[]> } }).derrick!;
       const tags = new Map(Object.entries(d.tags));
       const repo: IndexedRepo = {
