@@ -46,6 +46,7 @@ interface Parsed {
   ref?: string;
 }
 
+const NO_QUERY = new URLSearchParams();
 const MANIFEST_RE = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
 const BLOB_RE = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 const UPLOAD_RE = /^\/v2\/(.+)\/blobs\/uploads(?:\/.*)?$/;
@@ -89,8 +90,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     }
   };
 
+  /** Names in the index are valid by construction: the grammar runs only for the others. */
+  const checkName = (name: string) => {
+    if (!index.get(name) && !isValidName(name)) throw errors.nameInvalid(name);
+  };
+
   const lookup = (req: V2Request, name: string): IndexedRepo => {
-    if (!isValidName(name)) throw errors.nameInvalid(name);
+    checkName(name);
     const repo = index.get(name);
     // An unauthenticated caller learns nothing about a protected repo beyond "authenticate".
     if (!repo) {
@@ -125,7 +131,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         return jsonReply(method, { repositories: page.items }, page.link);
       }
       case 'manifest': {
-        if (!isValidName(p.name!)) throw errors.nameInvalid(p.name!);
+        checkName(p.name!);
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
           const kind = validateReference(p.name!, p.ref!);
@@ -151,7 +157,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         return r.reply;
       }
       case 'blob': {
-        if (!isValidName(p.name!)) throw errors.nameInvalid(p.name!);
+        checkName(p.name!);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
@@ -205,7 +211,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     };
     let r: Reply | Promise<Reply>;
     try {
-      r = route(req, p, path, new URLSearchParams(q < 0 ? '' : req.target.slice(q + 1)));
+      r = route(req, p, path, q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1)));
     } catch (err) {
       r = fail(err);
     }

@@ -1,6 +1,7 @@
 // `npm run bench`: every figure is printed next to a baseline measured in the same run.
 import { formatBytes } from '../shared/units.js';
 import { benchPublish } from './bench/publish.js';
+import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
 
 const only = process.argv[2];
@@ -22,4 +23,7 @@ if (!only || only === 'serve') {
   console.log(`  manifest GET (inline):         ${fmt(s.manifestRps)} req/s  ratio ${(s.manifestRps / s.rawRps).toFixed(2)}x`);
   console.log(`  errors: ${s.errors}`);
   console.log(`  reload, app swap -> served (${s.reloads} publishes): p50 ${fmt(s.reloadP50Ms)} ms, p99 ${fmt(s.reloadP99Ms)} ms (goal p99 <= 50 ms)  ${s.reloadP99Ms <= 50 ? 'OK' : 'MISSED'}`);
+}
+if (!only || only === 'pull-through') {
+  console.log(formatPullThrough(await benchPullThrough()));
 }

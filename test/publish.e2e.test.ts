@@ -228,7 +228,7 @@ describe.skipIf(!hasTools)('derrick publish against a real registry', () => {
     expect(cols[1]).toBe('5');
     expect(cols.at(-1)).toBe('ok');
     expect(lines.some((x) => x.startsWith(`${LAYOUT_REPO} `))).toBe(true);
-    const json = JSON.parse((await derrick(['status', '-c', cfgFile, '--json'])).stdout) as Array<{ repo: string; tags: number; size: number }>;
+    const json = (JSON.parse((await derrick(['status', '-c', cfgFile, '--json'])).stdout) as { repos: Array<{ repo: string; tags: number; size: number }> }).repos;
     const total = Object.values(first.file.derrick!.blobs).reduce((a, b) => a + b, 0) + Object.values(first.file.derrick!.manifests).reduce((a, m) => a + m.size, 0);
     expect(json.find((x) => x.repo === REPO)).toMatchObject({ tags: 5, size: total });
   });

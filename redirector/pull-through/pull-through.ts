@@ -201,15 +201,27 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
         o.metrics.cache.hits.inc();
         return await serveKnown(false);
       }
+      // One flight from HEAD to the updated tag, so a request arriving while the manifest is
+      // still being fetched joins it instead of resolving the tag again.
       let digest: string;
       try {
         digest = await once(`tag ${name}:${ref}`, async () => {
           const head = await m.route.client.headManifest(m.upstreamRepo, ref, requestOpts(req));
-          if (head.digest) return head.digest;
-          const got = await m.route.client.getManifest(m.upstreamRepo, ref, requestOpts(req));
-          await store.putBytes(got.digest, got.bytes);
-          repo.manifests.set(got.digest, cachedManifest(got.bytes, got.mediaType));
-          return got.digest;
+          let d = head.digest;
+          if (!d) {
+            const got = await m.route.client.getManifest(m.upstreamRepo, ref, requestOpts(req));
+            await store.putBytes(got.digest, got.bytes);
+            repo.manifests.set(got.digest, cachedManifest(got.bytes, got.mediaType));
+            d = got.digest;
+          }
+          const current = repo.tags.get(ref);
+          if (current && current.digest === d) {
+            current.checkedAt = Date.now();
+            return d;
+          }
+          if (!(await loadManifest(req, m, repo, d, true))) throw errors.manifestUnknown(name, ref);
+          repo.tags.set(ref, { digest: d, checkedAt: Date.now() });
+          return d;
         });
       } catch (err) {
         const staleOk = policy === 'IfNotPresent' || m.route.cfg['stale-on-error'];
@@ -221,13 +233,11 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
         throw err;
       }
       if (known && known.digest === digest) {
-        known.checkedAt = Date.now();
         o.metrics.cache.hits.inc();
         return await serveKnown(false);
       }
       const cm = await loadManifest(req, m, repo, digest, true);
       if (!cm) throw errors.manifestUnknown(name, ref);
-      repo.tags.set(ref, { digest, checkedAt: Date.now() });
       repo.access.set(ref, Date.now());
       const chosen = await negotiateChild(req, m, repo, digest, cm, true);
       // Complete already (an index, or blobs shared with what the store holds): commit now.
