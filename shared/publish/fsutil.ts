@@ -37,17 +37,15 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Writes a file under a temp name, fsyncs it and renames it into place. */
-export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = tmpName(path.dirname(file));
-  const fh = await fs.open(tmp, 'wx', 0o644);
+/** Creates `file` (it must not exist), writes `data` and fsyncs it before returning. */
+export async function writeNewFileSynced(file: string, data: string | Uint8Array, mode = 0o444): Promise<void> {
+  const fh = await fs.open(file, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();
   } finally {
     await fh.close();
   }
-  await fs.rename(tmp, file);
 }
 
 /**

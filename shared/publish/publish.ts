@@ -10,7 +10,7 @@ import {
 import { MediaType, amd64Child } from '../oci.js';
 import { type RedirectFile, REDIRECT_FILE_TYPE, serializeRedirectFile } from '../redirect-file.js';
 import { currentPublish, readMasterRedirect } from './current.js';
-import { fsyncDir, linkOrCopySync, readdirOrEmpty, tmpName } from './fsutil.js';
+import { fsyncDir, linkOrCopySync, readdirOrEmpty, tmpName, writeNewFileSynced } from './fsutil.js';
 import type { RepoState } from './repo-state.js';
 import { swapSymlink } from './swap.js';
 
@@ -100,16 +100,6 @@ export function buildRedirectFile(
   };
 }
 
-async function writeDurable(file: string, text: string) {
-  const fh = await fs.open(file, 'wx', 0o444);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** Builds the master under a temp name, so an interrupted build is never mistaken for a publish. */
 async function buildMaster(l: Layout, state: RepoState, file: RedirectFile, dir: string) {
   const counts = { linked: 0, copied: 0 };
@@ -128,8 +118,8 @@ async function buildMaster(l: Layout, state: RepoState, file: RedirectFile, dir:
   }
   for (const [digest, dst] of links) counts[linkOrCopySync(l.storeBlob(digest), dst)]++;
   const tagsList = JSON.stringify({ name: state.name, tags: Object.keys(state.tags).sort() }) + '\n';
-  await writeDurable(path.join(dir, TAGS_LIST_REL_PATH), tagsList);
-  await writeDurable(path.join(dir, REDIRECT_FILE_NAME), serializeRedirectFile(file));
+  await writeNewFileSynced(path.join(dir, TAGS_LIST_REL_PATH), tagsList);
+  await writeNewFileSynced(path.join(dir, REDIRECT_FILE_NAME), serializeRedirectFile(file));
   // Entries (links, files) become durable with their directories; children before parents.
   for (const d of [...dirs].sort().reverse()) await fsyncDir(d);
   return counts;

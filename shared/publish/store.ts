@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import type { Layout } from '../layout.js';
 import { TMP_PREFIX } from '../layout.js';
 import { isSha256Digest, sha256Digest } from '../oci.js';
-import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
+import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, writeNewFileSynced } from './fsutil.js';
 
 export class DigestMismatchError extends Error {
   constructor(
@@ -96,13 +96,7 @@ export async function openStore(l: Layout): Promise<Store> {
     if (actual !== digest) throw new DigestMismatchError(digest, actual, bytes.length, bytes.length);
     if (await has(digest)) return;
     const tmp = tmpName(l.storeBlobsDir);
-    const fh = await fs.open(tmp, 'wx', 0o444);
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeNewFileSynced(tmp, bytes);
     await fs.rename(tmp, l.storeBlob(digest));
     dirty = true;
   };
