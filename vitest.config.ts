@@ -8,6 +8,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // e2e tests start real servers and CLIs; two cores, so keep the parallelism modest.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
