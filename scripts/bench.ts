@@ -17,7 +17,7 @@ if (!only || only === 'publish') {
 }
 if (!only || only === 'serve') {
   const s = await benchServe();
-  console.log(`serve (one derrick serve process, ${s.tool}, 32 connections, median of 3 interleaved 3 s runs)`);
+  console.log(`serve (one derrick serve process, ${s.tool}, 32 connections, median of 5 interleaved 3 s runs)`);
   console.log(`  raw node:http 302 (baseline): ${fmt(s.rawRps)} req/s`);
   console.log(`  blob GET -> 307:               ${fmt(s.blobRps)} req/s  ratio ${s.blobRatio.toFixed(2)}x (goal >= 0.8x)  ${s.blobRatio >= 0.8 ? 'OK' : 'MISSED'}`);
   console.log(`  manifest GET (inline):         ${fmt(s.manifestRps)} req/s  ratio ${(s.manifestRps / s.rawRps).toFixed(2)}x`);

@@ -36,7 +36,7 @@ function getStatus(agent: http.Agent, port: number, p: string): Promise<number> 
   });
 }
 
-export async function benchServe(seconds = 3, rounds = 3, reloads = 30): Promise<ServeBench> {
+export async function benchServe(seconds = 3, rounds = 5, reloads = 30): Promise<ServeBench> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'derrick-bench-serve-'));
   const children = [];
   try {
