@@ -56,7 +56,8 @@ export interface PullThroughOptions {
 export async function createPullThrough(o: PullThroughOptions): Promise<PullThrough> {
   const l = o.layout;
   const store: Store = await openStore(l);
-  const match = createRoutes(o.config.upstreams, o.override);
+  const routes = createRoutes(o.config.upstreams, o.override);
+  const match = routes.match;
   const repos = new Map<string, CacheRepo>();
   const committer = createCommitter({
     layout: l,
@@ -97,6 +98,13 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     for (const d of Object.keys(state.manifests)) bytes.set(d, await store.read(d).catch(() => Buffer.alloc(0)));
     repos.set(name, cacheRepoFromState(state, m.upstreamRepo, (d) => (bytes.get(d)?.length ? bytes.get(d) : undefined)));
     committer.seed(state);
+  }
+
+  // Say hello to each upstream in the background: it loads the fetch stack and opens a
+  // connection before the first client needs one, and logs an unreachable upstream early.
+  for (const r of routes.all) {
+    if (r.policy === 'Never') continue;
+    r.client.ping({ signal: AbortSignal.timeout(10_000) }).catch((err: Error) => o.log.warn({ upstream: r.cfg.url, err: err.message }, 'upstream not reachable at start'));
   }
 
   const repoFor = (name: string, m: RouteMatch) => {

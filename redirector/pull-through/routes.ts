@@ -20,7 +20,12 @@ export interface RouteMatch {
 
 export const USER_AGENT = 'derrick/0.1 (pull-through)';
 
-export function createRoutes(upstreams: UpstreamConfig[], override?: Policy): (name: string) => RouteMatch | undefined {
+export interface Routes {
+  match(name: string): RouteMatch | undefined;
+  all: Route[];
+}
+
+export function createRoutes(upstreams: UpstreamConfig[], override?: Policy): Routes {
   const routes = upstreams.map((cfg) => {
     const url = new URL(cfg.url);
     const route: Route = {
@@ -42,12 +47,15 @@ export function createRoutes(upstreams: UpstreamConfig[], override?: Policy): (n
     const exclude = cfg.exclude.length ? picomatch(cfg.exclude, { dot: true }) : () => false;
     return { prefix: cfg.prefix + '/', route, include, exclude };
   });
-  return (name) => {
-    for (const r of routes) {
-      if (!name.startsWith(r.prefix)) continue;
-      const upstreamRepo = name.slice(r.prefix.length);
-      if (upstreamRepo && r.include(upstreamRepo) && !r.exclude(upstreamRepo)) return { route: r.route, upstreamRepo };
-    }
-    return undefined;
+  return {
+    all: routes.map((r) => r.route),
+    match: (name) => {
+      for (const r of routes) {
+        if (!name.startsWith(r.prefix)) continue;
+        const upstreamRepo = name.slice(r.prefix.length);
+        if (upstreamRepo && r.include(upstreamRepo) && !r.exclude(upstreamRepo)) return { route: r.route, upstreamRepo };
+      }
+      return undefined;
+    },
   };
 }
