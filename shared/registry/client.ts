@@ -261,6 +261,22 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     return v !== null && /^\d+$/.test(v) ? Number(v) : undefined;
   };
 
+  /** A manifest request accepting every manifest type, checked before it is sent. */
+  function manifestCall(method: 'GET' | 'HEAD', repository: string, reference: string, o: RequestOptions): Call {
+    const call: Call = {
+      method,
+      path: `/v2/${repository}/manifests/${reference}`,
+      what: 'manifest',
+      repository,
+      reference,
+      accept: ACCEPT_ALL_MANIFESTS,
+      signal: o.signal,
+      headers: o.headers,
+    };
+    check(call, 'tag-or-digest');
+    return call;
+  }
+
   return {
     registry,
 
@@ -304,17 +320,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     },
 
     async headManifest(repository, reference, o = {}) {
-      const call: Call = {
-        method: 'HEAD',
-        path: `/v2/${repository}/manifests/${reference}`,
-        what: 'manifest',
-        repository,
-        reference,
-        accept: ACCEPT_ALL_MANIFESTS,
-        signal: o.signal,
-        headers: o.headers,
-      };
-      check(call, 'tag-or-digest');
+      const call = manifestCall('HEAD', repository, reference, o);
       const { res, release } = await send(call);
       release();
       const head: ManifestHead = { mediaType: mediaTypeOf(res) };
@@ -326,17 +332,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     },
 
     async getManifest(repository, reference, o = {}) {
-      const call: Call = {
-        method: 'GET',
-        path: `/v2/${repository}/manifests/${reference}`,
-        what: 'manifest',
-        repository,
-        reference,
-        accept: ACCEPT_ALL_MANIFESTS,
-        signal: o.signal,
-        headers: o.headers,
-      };
-      check(call, 'tag-or-digest');
+      const call = manifestCall('GET', repository, reference, o);
       const { res, release } = await send(call);
       let bytes: Buffer;
       try {
