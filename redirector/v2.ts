@@ -134,6 +134,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         checkName(p.name!);
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
+          if (!o.anonymous) requireAuth(req);
           const kind = validateReference(p.name!, p.ref!);
           const accept = parseAccept(req.header('accept')?.split(',') ?? []);
           return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress, accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
@@ -164,6 +165,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           // Committed blobs take the static path; the rest come through the cache.
           const cached = index.get(p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
+          if (!o.anonymous) requireAuth(req);
           if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress, accept: null }, pt, p.name!, p.ref!);
         }
         const repo = lookup(req, p.name!);

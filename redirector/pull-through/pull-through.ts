@@ -64,6 +64,8 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     store,
     repos,
     maxSize: o.config.cache['max-size'],
+    keep: o.config.keep,
+    graceMs: o.config.grace,
     publishedUrl: o.config.serve.blobs === 'embedded' ? undefined : o.config.serve.blobs,
     debounceMs: o.debounceMs,
     log: o.log,

@@ -266,14 +266,7 @@ export async function waitForCommit(serveUrl: string, repo: string, digest: stri
   );
 }
 
-export async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { exists } from '../../shared/publish/fsutil.js';
 
 /** `<root>/store/blobs/sha256/<hex>`. */
 export function storeBlobPath(root: string, digest: string): string {
