@@ -107,6 +107,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     return repo;
   };
 
+  const redirectCache = new WeakMap<RepoVersion, Map<string, Reply>>();
   const redirect = (method: string, kind: 'blob' | 'manifest' | 'tags', location: string, extra: Record<string, string> = {}) => {
     redirectCounters[kind].inc();
     return reply(method, o.redirectStatus, { Location: location, ...extra });
@@ -173,10 +174,23 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
         const version = versionWithBlob(repo, digest);
         if (!version) throw errors.blobUnknown(repo.name, digest);
-        const manifest = version.manifests.get(digest);
-        // A manifest fetched through the blobs endpoint is served from its manifests/ path.
-        const rel = manifest ? manifestRelPath(manifest.mediaType, digest) : blobRelPath(digest);
-        return redirect(method, 'blob', fileUrl(o.urls, version.url, rel), { 'Docker-Content-Digest': digest });
+        // The hot path: a version's redirects never change, so each is built once and reused
+        // (bodiless, so GET and HEAD share it). Signed URLs expire and are made fresh each time.
+        let built = o.urls.signing ? undefined : redirectCache.get(version)?.get(digest);
+        if (!built) {
+          const manifest = version.manifests.get(digest);
+          // A manifest fetched through the blobs endpoint is served from its manifests/ path.
+          const rel = manifest ? manifestRelPath(manifest.mediaType, digest) : blobRelPath(digest);
+          built = redirect(method, 'blob', fileUrl(o.urls, version.url, rel), { 'Docker-Content-Digest': digest });
+          if (!o.urls.signing) {
+            let m = redirectCache.get(version);
+            if (!m) redirectCache.set(version, (m = new Map()));
+            m.set(digest, built);
+          }
+          return built;
+        }
+        redirectCounters.blob.inc();
+        return built;
       }
       case 'tags': {
         const repo = lookup(req, p.name!);
