@@ -42,7 +42,7 @@ export async function planRetention(l: Layout, name: string, keep: number, grace
   return plan;
 }
 
-/** Temp masters and temp symlinks of this repo whose writer is gone. Call with the repo lock held. */
+/** Temp masters, temp symlinks and temp repo states of this repo whose writer is gone. Call with the repo lock held. */
 export async function findDebris(l: Layout, name: string): Promise<string[]> {
   const key = repoKey(name);
   const out: string[] = [];
@@ -54,6 +54,12 @@ export async function findDebris(l: Layout, name: string): Promise<string[]> {
       const pid = tmpNamePid(n);
       if (n.startsWith(prefix) && (pid === undefined || !isPidAlive(pid))) out.push(path.join(dir, n));
     }
+  }
+  // write-file-atomic's temp for the repo state (<key>.json.<number>) names no pid; under the
+  // repo lock nobody else writes this repo's state, so any such file is a killed writer's.
+  const stateTmp = `${key}.json.`;
+  for (const n of await readdirOrEmpty(l.repoStateDir)) {
+    if (n.startsWith(stateTmp) && /^\d+$/.test(n.slice(stateTmp.length))) out.push(path.join(l.repoStateDir, n));
   }
   return out;
 }
