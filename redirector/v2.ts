@@ -73,15 +73,19 @@ function versionWithBlob(repo: IndexedRepo, digest: string): RepoVersion | undef
 
 export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promise<Reply> {
   const { index, metrics, log } = o;
-  // prom-client hashes label sets on every inc(); bound children are looked up once.
-  const counters = new Map<string, { inc(): void }>();
+  // Counters per label set are looked up once; see HotCounter.
+  const counters = new Map<string, () => void>();
   const countRequest = (route: string, method: string, status: number) => {
     const key = `${route} ${method} ${status}`;
-    let child = counters.get(key);
-    if (!child) counters.set(key, (child = metrics.requests.labels(route, method, String(status))));
-    child.inc();
+    let inc = counters.get(key);
+    if (!inc) counters.set(key, (inc = metrics.requests.child(route, method, String(status))));
+    inc();
   };
-  const redirectCounters = { blob: metrics.redirects.labels('blob'), manifest: metrics.redirects.labels('manifest'), tags: metrics.redirects.labels('tags') };
+  const redirectCounters = {
+    blob: { inc: metrics.redirects.child('blob') },
+    manifest: { inc: metrics.redirects.child('manifest') },
+    tags: { inc: metrics.redirects.child('tags') },
+  };
 
   const requireAuth = (req: V2Request, repo?: IndexedRepo) => {
     if (o.anonymous && !repo?.protected) return;
