@@ -86,7 +86,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith('/v2/') || url === '/v2' || url.startsWith('/v2?')) {
-      const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: req.socket.remoteAddress });
+      const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress });
       if (r instanceof Promise) void r.then((x) => writeReply(res, x));
       else writeReply(res, r);
       return;

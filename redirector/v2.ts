@@ -35,7 +35,8 @@ export interface V2Request {
   /** The request target as sent: path and query, not decoded. */
   target: string;
   header(name: string): string | undefined;
-  remoteAddress?: string;
+  /** A function: reading a socket's peer address has a cost, and only pull-through needs it. */
+  remoteAddress?: () => string | undefined;
 }
 
 type Route = 'base' | 'catalog' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'unknown';
@@ -142,7 +143,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           if (!o.anonymous) requireAuth(req);
           const kind = validateReference(p.name!, p.ref!);
           const accept = parseAccept(req.header('accept')?.split(',') ?? []);
-          return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress, accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
+          return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress?.(), accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
         }
         const repo = lookup(req, p.name!);
         const kind = validateReference(repo.name, p.ref!);
@@ -171,7 +172,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           const cached = index.get(p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
           if (!o.anonymous) requireAuth(req);
-          if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress, accept: null }, pt, p.name!, p.ref!);
+          if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
         }
         const repo = lookup(req, p.name!);
         const digest = p.ref!;
