@@ -234,6 +234,7 @@ describe('CLI', () => {
 
   const distCli = path.join(repoRoot, 'dist', 'scripts', 'gen-image.js');
   const hasDist = existsSync(distCli);
+  if (!hasDist && process.env.CI === 'true') throw new Error(`${distCli} not built (CI=true: npm test builds first, so this may not be skipped)`);
   if (!hasDist) console.warn(`[skip] ${distCli} not built: run \`npm run build\` to test the compiled CLI`);
   it.skipIf(!hasDist)('runs as a script from dist/', async () => {
     const dir = newLayout();
