@@ -12,4 +12,3 @@ export function errorReply(method: string, err: RegistryError): Reply {
   return reply(method, err.status, headers, body);
 }
 
-export { RegistryError };

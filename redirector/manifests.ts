@@ -50,7 +50,7 @@ export function negotiate(repo: IndexedRepo, ref: string, kind: 'tag' | 'digest'
   // A digest names exact bytes: serving anything else would fail the client's own check.
   if (!accept || kind === 'digest' || accept.has(manifest.mediaType)) return { digest, manifest };
   if (isIndexType(manifest.mediaType)) {
-    const child = amd64Child((manifest.children ?? []).map((c) => ({ ...c, mediaType: '', size: 0 })));
+    const child = amd64Child(manifest.children ?? []);
     const cm = child && repo.current.manifests.get(child.digest);
     if (child && cm && accept.has(cm.mediaType)) return { digest: child.digest, manifest: cm };
     throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is an index and the client accepts neither it nor its linux/amd64 image`, {
@@ -87,24 +87,44 @@ export interface ManifestRequest {
   urls: UrlOptions;
 }
 
+export interface InlineManifest {
+  method: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  bytes: Buffer | null;
+  kind: 'tag' | 'digest';
+  /** Seconds a tag may be cached: the remaining tag-ttl for a pull-through tag. */
+  tagMaxAge: number;
+  ifNoneMatch?: string;
+  extra?: Record<string, string>;
+}
+
+/** A manifest's exact bytes with its headers, or a 304; shared by published and cached repos. */
+export function inlineManifestReply(m: InlineManifest): Reply {
+  const etag = `"${m.digest}"`;
+  const headers: Record<string, string> = {
+    'Content-Type': m.mediaType,
+    'Docker-Content-Digest': m.digest,
+    ETag: etag,
+    'Cache-Control': m.kind === 'digest' ? IMMUTABLE : `public, max-age=${Math.max(0, Math.floor(m.tagMaxAge))}`,
+    ...m.extra,
+  };
+  if (etagMatches(m.ifNoneMatch, etag)) return reply(m.method, 304, headers);
+  headers['Content-Length'] = String(m.size);
+  return reply(m.method, 200, headers, m.bytes);
+}
+
 export function manifestReply(r: ManifestRequest): { reply: Reply; redirected: boolean } {
   const { digest, manifest } = negotiate(r.repo, r.ref, r.kind, r.accept);
-  const etag = `"${digest}"`;
-  const headers: Record<string, string> = {
-    'Content-Type': manifest.mediaType,
-    'Docker-Content-Digest': digest,
-    ETag: etag,
-    'Cache-Control': r.kind === 'digest' ? IMMUTABLE : `public, max-age=${TAG_MAX_AGE_SECONDS}`,
-  };
-  if (etagMatches(r.ifNoneMatch, etag)) return { reply: reply(r.method, 304, headers), redirected: false };
-  // HEAD needs no bytes, so it is answered from memory in both modes.
-  if (r.mode === 'redirect' && r.method === 'GET') {
-    const base = r.repo.current.manifests.has(digest) ? r.repo.current.url : r.repo.previous.find((p) => p.version.manifests.has(digest))!.version.url;
-    const location = fileUrl(r.urls, base, manifestRelPath(manifest.mediaType, digest));
-    return { reply: reply(r.method, r.redirectStatus, { Location: location, 'Docker-Content-Digest': digest }), redirected: true };
+  if (etagMatches(r.ifNoneMatch, `"${digest}"`) || r.mode === 'inline' || r.method !== 'GET') {
+    const inline = { method: r.method, digest, mediaType: manifest.mediaType, size: manifest.size, bytes: manifest.bytes, kind: r.kind };
+    return { reply: inlineManifestReply({ ...inline, tagMaxAge: TAG_MAX_AGE_SECONDS, ifNoneMatch: r.ifNoneMatch }), redirected: false };
   }
-  headers['Content-Length'] = String(manifest.size);
-  return { reply: reply(r.method, 200, headers, manifest.bytes), redirected: false };
+  // Redirect mode, GET only: HEAD needs no bytes, so it is answered from memory in both modes.
+  const base = r.repo.current.manifests.has(digest) ? r.repo.current.url : r.repo.previous.find((p) => p.version.manifests.has(digest))!.version.url;
+  const location = fileUrl(r.urls, base, manifestRelPath(manifest.mediaType, digest));
+  return { reply: reply(r.method, r.redirectStatus, { Location: location, 'Docker-Content-Digest': digest }), redirected: true };
 }
 
 /** crane's path choice for its own v2-v4 files (crane/views/v2.py), so crane data is served as crane did. */

@@ -150,6 +150,6 @@ export function parseManifest(bytes: Uint8Array, transportType?: string): Parsed
 }
 
 /** Picks linux/amd64 from an index, as crane's amd64 fallback did. */
-export function amd64Child(manifests: Descriptor[]): Descriptor | undefined {
+export function amd64Child<T extends { platform?: { os: string; architecture: string } }>(manifests: readonly T[]): T | undefined {
   return manifests.find((m) => m.platform?.os === 'linux' && m.platform?.architecture === 'amd64');
 }

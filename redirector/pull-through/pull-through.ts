@@ -14,7 +14,7 @@ import { readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import { openStore, type Store } from '../../shared/publish/store.js';
 import { repoNameFromKey } from '../../shared/layout.js';
 import type { RepoIndex } from '../index.js';
-import { manifestReply } from '../manifests.js';
+import { inlineManifestReply, manifestReply } from '../manifests.js';
 import type { Metrics } from '../metrics.js';
 import { reply, type Reply } from '../reply.js';
 import type { UrlOptions } from '../urls.js';
@@ -152,22 +152,15 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       Object.assign(r.headers, extra);
       return r;
     }
-    const etag = `"${digest}"`;
-    const headers: Record<string, string> = {
-      'Content-Type': cm.mediaType,
-      'Docker-Content-Digest': digest,
-      ETag: etag,
-      'Cache-Control': kind === 'digest' ? 'public, max-age=31536000, immutable' : `public, max-age=${Math.max(0, Math.floor(maxAge / 1000))}`,
-      ...extra,
-    };
-    if (req.ifNoneMatch?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)) return reply(req.method, 304, headers);
-    headers['Content-Length'] = String(cm.size);
-    return reply(req.method, 200, headers, cm.bytes ?? null);
+    return inlineManifestReply({
+      method: req.method, digest, mediaType: cm.mediaType, size: cm.size, bytes: cm.bytes ?? null, kind,
+      tagMaxAge: maxAge / 1000, ifNoneMatch: req.ifNoneMatch, extra,
+    });
   };
 
   const negotiateChild = async (req: PullThroughRequest, m: RouteMatch, repo: CacheRepo, digest: string, cm: CachedManifest, allowFetch: boolean) => {
     if (!req.accept || req.accept.has(cm.mediaType) || !isIndexType(cm.mediaType)) return { digest, cm };
-    const child = amd64Child((cm.children ?? []).map((c) => ({ ...c, mediaType: '', size: 0 })));
+    const child = amd64Child(cm.children ?? []);
     const ccm = child && (await loadManifest(req, m, repo, child.digest, allowFetch));
     if (!child || !ccm || !req.accept.has(ccm.mediaType)) {
       throw new RegistryError('MANIFEST_UNKNOWN', 'manifest is an index and the client accepts neither it nor its linux/amd64 image', { name: repo.name, mediaType: cm.mediaType });

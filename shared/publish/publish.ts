@@ -74,7 +74,7 @@ export function buildRedirectFile(
     if (m.mediaType === MediaType.dockerManifest) schema2.push(tag);
     if (m.mediaType === MediaType.dockerManifestList) {
       lists.push(tag);
-      const child = amd64Child((m.children ?? []).map((c) => ({ ...c, mediaType: '', size: 0 })));
+      const child = amd64Child(m.children ?? []);
       if (child && state.manifests[child.digest]?.mediaType === MediaType.dockerManifest) amd64[tag] = [child.digest, 2];
     }
   }
