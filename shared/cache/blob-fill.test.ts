@@ -245,6 +245,49 @@ describe('blob fill', () => {
     expect(Buffer.concat(slowParts).equals(b.data)).toBe(true);
   });
 
+  it('a reader left behind the in-memory window reads from the temp file while the fill is still running', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(12 * MiB);
+    const first = 10 * MiB;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const src = genSource(async function* () {
+      yield* chunks(b.data.subarray(0, first), 64 * KiB);
+      await gate;
+      yield* chunks(b.data.subarray(first), 64 * KiB);
+    }, b.data.length);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, src);
+    const lagging = fill.reader();
+    const parts: Buffer[] = [];
+    await new Promise<void>((r) =>
+      lagging.once('data', (c: Buffer) => {
+        parts.push(c);
+        lagging.pause();
+        r();
+      }),
+    );
+    // The download went on without it, and the early bytes are now only in the file.
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(first));
+    let got = parts[0]!.length;
+    const reachedGate = new Promise<void>((r) =>
+      lagging.on('data', (c: Buffer) => {
+        parts.push(c);
+        got += c.length;
+        if (got === first) r();
+      }),
+    );
+    lagging.resume();
+    await reachedGate;
+    expect(Buffer.concat(parts).equals(b.data.subarray(0, first))).toBe(true);
+    const ended = new Promise<void>((r) => lagging.once('end', () => r()));
+    release();
+    await ended;
+    await fill.done;
+    expect(Buffer.concat(parts).equals(b.data)).toBe(true);
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+  });
+
   it('a reader destroyed mid-way (client disconnect) does not abort the fill', async () => {
     const fdsBefore = openFds();
     const b = blob(1024 * KiB);
@@ -408,14 +451,16 @@ describe('blob fill', () => {
 
   it('Range readers return the right slice, during the fill and from the store afterwards', async () => {
     const b = blob(700 * KiB + 5);
-    const src = genSource(() => chunks(b.data, 16 * KiB, 1), b.data.length);
+    let sentAll = false;
+    const src = genSource(async function* () {
+      yield* chunks(b.data, 16 * KiB, 1);
+      sentAll = true;
+    }, b.data.length);
     const reg = createFillRegistry({ storeBlobsDir: blobsDir });
     const { fill } = reg.fill(b.digest, b.data.length, src);
-    let settled = false;
-    void fill.done.then(() => (settled = true));
     const small = fill.reader(1000, 1999);
-    let smallEndedAfterDone: boolean | undefined;
-    small.on('end', () => (smallEndedAfterDone = settled));
+    let smallEndedAfterAll: boolean | undefined;
+    small.on('end', () => (smallEndedAfterAll = sentAll));
     const ranges = await Promise.all([
       collect(small),
       collect(fill.reader(300 * KiB, 500 * KiB - 1)),
@@ -428,8 +473,8 @@ describe('blob fill', () => {
     expect(ranges[2]!.data.equals(b.data.subarray(600 * KiB))).toBe(true);
     expect(ranges[3]!.data.equals(b.data.subarray(b.data.length - 1))).toBe(true);
     expect(ranges[4]!.data.equals(b.data.subarray(5))).toBe(true);
-    // Even a slice available early is only completed once the whole blob is verified.
-    expect(smallEndedAfterDone).toBe(true);
+    // Even a slice available early is only completed once the whole blob is in and verified.
+    expect(smallEndedAfterAll).toBe(true);
 
     await fill.done;
     expect(reg.active()).toBe(0);
