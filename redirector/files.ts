@@ -13,9 +13,11 @@ import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { MANIFEST_DIR } from '../shared/layout.js';
 import { checkSignature } from '../shared/signing.js';
+import { toResponse, type Reply } from './reply.js';
 
 export interface FileServerOptions {
   /** Absolute (or cwd-relative) path of <root>/published. */
@@ -84,18 +86,18 @@ export function notFoundCode(urlPath: string): string {
   return 'NAME_UNKNOWN';
 }
 
-function errorResponse(status: number, code: string, message: string, detail: unknown, head: boolean): Response {
+function errorReply(status: number, code: string, message: string, detail: unknown, head: boolean): Reply {
   const body = JSON.stringify({ errors: [{ code, message, detail }] });
-  const headers = new Headers({
+  const headers: Record<string, string> = {
     'Content-Type': JSON_TYPE,
     'Content-Length': String(Buffer.byteLength(body)),
     'Cache-Control': MUTABLE_CACHE_CONTROL,
-  });
-  return new Response(head ? null : body, { status, headers });
+  };
+  return { status, headers, body: head ? null : body };
 }
 
-function notFound(urlPath: string, head: boolean, why = 'not found'): Response {
-  return errorResponse(404, notFoundCode(urlPath), why, { path: urlPath }, head);
+function notFound(urlPath: string, head: boolean, why = 'not found'): Reply {
+  return errorReply(404, notFoundCode(urlPath), why, { path: urlPath }, head);
 }
 
 /**
@@ -188,64 +190,77 @@ export function parseRange(header: string | undefined, size: number): RangeResul
 
 const CHUNK = 256 * 1024;
 
-/** Positional reads of [start, end] from an open file; closes the handle at the end or on cancel. */
-function fileStream(fh: FileHandle, start: number, end: number): ReadableStream<Uint8Array> {
+/** Positional reads of [start, end] from an open file; closes the handle at the end or on destroy. */
+function fileReadable(fh: FileHandle, start: number, end: number): Readable {
   let pos = start;
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await fh.close().catch(() => undefined);
-  };
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const remaining = end + 1 - pos;
-        if (remaining <= 0) {
-          await close();
-          controller.close();
-          return;
-        }
-        try {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK, remaining));
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-          if (bytesRead === 0) throw new Error(`file shrank while being served (wanted ${remaining} more bytes)`);
+  return new Readable({
+    highWaterMark: CHUNK,
+    read() {
+      const remaining = end + 1 - pos;
+      if (remaining <= 0) {
+        this.push(null);
+        return;
+      }
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, remaining));
+      fh.read(buf, 0, buf.length, pos).then(
+        ({ bytesRead }) => {
+          if (this.destroyed) return;
+          // A short body under a Content-Length it promised must cut the connection, not end.
+          if (bytesRead === 0) return this.destroy(new Error(`file shrank while being served (wanted ${remaining} more bytes)`));
           pos += bytesRead;
-          controller.enqueue(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
-          if (pos > end) {
-            await close();
-            controller.close();
-          }
-        } catch (err) {
-          await close();
-          controller.error(err);
-        }
-      },
-      async cancel() {
-        await close();
-      },
+          this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+          if (pos > end) this.push(null);
+        },
+        (err: Error) => this.destroy(err),
+      );
     },
-    { highWaterMark: 1 },
-  );
+    destroy(err, cb) {
+      // FileHandle.close waits for an in-flight read.
+      fh.close().then(
+        () => cb(err),
+        () => cb(err),
+      );
+    },
+  });
+}
+
+/** A request to the file server, whatever answers it (Hono, or serve's node fast path). */
+export interface FileRequest {
+  method: string;
+  /** The request path as sent, still percent-encoded, without the query. */
+  rawPath: string;
+  header(name: string): string | undefined;
+  query(name: string): string | undefined;
+}
+
+/** A file handler as a Hono handler for `${prefix}/*` (GET and HEAD). */
+export function honoFileServer(handle: (req: FileRequest) => Promise<Reply>): (c: Context) => Promise<Response> {
+  return async (c: Context) =>
+    toResponse(await handle({ method: c.req.method, rawPath: requestPath(c), header: (n) => c.req.header(n), query: (n) => c.req.query(n) }));
+}
+
+/** The Hono handler for `${prefix}/*` (GET and HEAD). */
+export function createFileServer(opts: FileServerOptions): (c: Context) => Promise<Response> {
+  return honoFileServer(createFileHandler(opts));
 }
 
 /**
- * Hono handler for `${prefix}/*` (GET and HEAD). See the file comment for the contract.
+ * The file server for `${prefix}/*` as a plain function. See the file comment for the contract.
  */
-export function createFileServer(opts: FileServerOptions): (c: Context) => Promise<Response> {
+export function createFileHandler(opts: FileServerOptions): (req: FileRequest) => Promise<Reply> {
   const publishedDir = path.resolve(opts.publishedDir);
   const prefix = opts.prefix.replace(/\/+$/, '');
   const secret = opts.signingSecret;
   const now = opts.now ?? Date.now;
   let realRoot: string | undefined;
 
-  return async (c: Context): Promise<Response> => {
-    const method = c.req.method;
+  return async (req: FileRequest): Promise<Reply> => {
+    const method = req.method;
     const head = method === 'HEAD';
-    const rawPath = requestPath(c);
+    const rawPath = req.rawPath;
     if (method !== 'GET' && !head) {
-      const res = errorResponse(405, 'UNSUPPORTED', `method ${method} not allowed`, null, false);
-      res.headers.set('Allow', 'GET, HEAD');
+      const res = errorReply(405, 'UNSUPPORTED', `method ${method} not allowed`, null, false);
+      res.headers.Allow = 'GET, HEAD';
       return res;
     }
     const parsed = parseRequestPath(rawPath, prefix);
@@ -254,10 +269,10 @@ export function createFileServer(opts: FileServerOptions): (c: Context) => Promi
     const immutable = segments[0] === 'master';
 
     if (secret !== undefined && immutable) {
-      const check = checkSignature(uri, c.req.query('md5'), c.req.query('expires'), secret, now());
+      const check = checkSignature(uri, req.query('md5'), req.query('expires'), secret, now());
       if (check !== 'ok') {
         const message = check === 'expired' ? 'signed URL expired' : check === 'missing' ? 'signed URL required' : 'invalid signature';
-        return errorResponse(403, 'DENIED', message, { path: uri }, head);
+        return errorReply(403, 'DENIED', message, { path: uri }, head);
       }
     }
 
@@ -289,42 +304,42 @@ export function createFileServer(opts: FileServerOptions): (c: Context) => Promi
       const cls = classifyPath(segments);
       const lastModified = new Date(Math.floor(st.mtimeMs / 1000) * 1000).toUTCString();
       const etag = cls.digest ? `"${cls.digest}"` : `W/"${size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
-      const headers = new Headers({
+      const headers: Record<string, string> = {
         'Accept-Ranges': 'bytes',
         'Cache-Control': immutable ? IMMUTABLE_CACHE_CONTROL : MUTABLE_CACHE_CONTROL,
         ETag: etag,
         'Last-Modified': lastModified,
-      });
-      if (cls.digest) headers.set('Docker-Content-Digest', cls.digest);
+      };
+      if (cls.digest) headers['Docker-Content-Digest'] = cls.digest;
 
-      const inm = c.req.header('if-none-match');
-      const ims = c.req.header('if-modified-since');
+      const inm = req.header('if-none-match');
+      const ims = req.header('if-modified-since');
       const notModified =
         inm !== undefined ? noneMatch(inm, etag) : ims !== undefined && !Number.isNaN(Date.parse(ims)) && Math.floor(st.mtimeMs / 1000) * 1000 <= Date.parse(ims);
-      if (notModified) return new Response(null, { status: 304, headers });
+      if (notModified) return { status: 304, headers, body: null };
 
-      headers.set('Content-Type', cls.contentType);
-      let range = parseRange(c.req.header('range'), size);
-      const ifRange = c.req.header('if-range');
+      headers['Content-Type'] = cls.contentType;
+      let range = parseRange(req.header('range'), size);
+      const ifRange = req.header('if-range');
       if (range.kind !== 'full' && ifRange !== undefined) {
         const t = ifRange.trim();
         const matches = t.startsWith('"') || t.startsWith('W/') ? !etag.startsWith('W/') && t === etag : t === lastModified;
         if (!matches) range = { kind: 'full' };
       }
       if (range.kind === 'unsatisfiable') {
-        headers.set('Content-Range', `bytes */${size}`);
-        headers.set('Content-Length', '0');
-        return new Response(null, { status: 416, headers });
+        headers['Content-Range'] = `bytes */${size}`;
+        headers['Content-Length'] = '0';
+        return { status: 416, headers, body: null };
       }
       const start = range.kind === 'partial' ? range.start : 0;
       const end = range.kind === 'partial' ? range.end : size - 1;
       const length = end - start + 1;
-      headers.set('Content-Length', String(length));
+      headers['Content-Length'] = String(length);
       const status = range.kind === 'partial' ? 206 : 200;
-      if (range.kind === 'partial') headers.set('Content-Range', `bytes ${start}-${end}/${size}`);
-      if (head || length === 0) return new Response(head ? null : new Uint8Array(0), { status, headers });
+      if (range.kind === 'partial') headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
+      if (head || length === 0) return { status, headers, body: head ? null : '' };
       handedOff = true;
-      return new Response(fileStream(fh, start, end), { status, headers });
+      return { status, headers, body: fileReadable(fh, start, end) };
     } finally {
       if (!handedOff) await fh.close().catch(() => undefined);
     }

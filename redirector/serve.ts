@@ -6,7 +6,7 @@ import { layout as makeLayout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth.js';
-import { createFileServer } from './files.js';
+import { createFileHandler, honoFileServer, type FileRequest } from './files.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
 import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
@@ -25,6 +25,17 @@ export interface RunningServer {
 
 function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
+}
+
+function fileRequest(method: string, url: string, headers: http.IncomingHttpHeaders): FileRequest {
+  const q = url.indexOf('?');
+  const query = q === -1 ? undefined : new URLSearchParams(url.slice(q + 1));
+  return {
+    method,
+    rawPath: url.replace(/[?#].*$/s, ''),
+    header: (n) => headerValue(headers[n]),
+    query: (n) => query?.get(n) ?? undefined,
+  };
 }
 
 export function splitListen(listen: string): { host: string; port: number } {
@@ -69,6 +80,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
         config, layout: l, index, metrics, log, urls, manifests: s.manifests, redirectStatus: s['redirect-status'], override: opts.policy,
       })
     : undefined;
+  const files = s.blobs === 'embedded' ? createFileHandler({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined;
   const { app, v2 } = createApp({
     pullThrough,
     index,
@@ -79,7 +91,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     auth: createAuthenticator(s.htpasswd),
     metrics,
     log,
-    fileServer: s.blobs === 'embedded' ? createFileServer({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined,
+    fileServer: files && honoFileServer(files),
   });
   const hono = getRequestListener(app.fetch);
   // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.
@@ -89,6 +101,18 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
       const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress });
       if (r instanceof Promise) void r.then((x) => writeReply(res, x));
       else writeReply(res, r);
+      return;
+    }
+    // The embedded blob server is the other hot path (every redirected blob lands here).
+    if (files && url.startsWith(FILES_PREFIX + '/') && (req.method === 'GET' || req.method === 'HEAD')) {
+      files(fileRequest(req.method, url, req.headers)).then(
+        (r) => writeReply(res, r),
+        (err: Error) => {
+          log.error({ err: err.message, url }, 'file server failed');
+          if (!res.headersSent) res.writeHead(500, { 'Content-Length': '0' });
+          res.end();
+        },
+      );
       return;
     }
     void hono(req, res);

@@ -247,6 +247,30 @@ describe('derrick serve: status and headers', () => {
     expect(part.body.equals(blob.body.subarray(10, 20))).toBe(true);
   });
 
+  it('the embedded server on the real port: raw traversal refused, HEAD without a body, 304 on If-None-Match', async () => {
+    const digest = img('demo/hello:v1').blobs[1]!;
+    const location = (await rawRequest(url, `/v2/demo/hello/blobs/${digest}`)).headers.location!;
+    await fs.writeFile(path.join(tmp.dir, 'secret.txt'), 'not for you');
+    for (const p of ['/published/../secret.txt', '/published/%2e%2e/%2e%2e/secret.txt', '/published/web/..%2f..%2fsecret.txt', location.replace('/blobs/', '/.tmp-x/')]) {
+      const r = await rawRequest(url, p);
+      expect(r.status, p).toBe(404);
+      expect(r.text).not.toContain('not for you');
+      expect(r.json().errors[0].code).toMatch(/^(NAME|BLOB)_UNKNOWN$/);
+    }
+    const full = await rawRequest(url, location);
+    expect(sha256Digest(full.body)).toBe(digest);
+    const head = await rawRequest(url, location, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.body.length).toBe(0);
+    expect(head.headers['content-length']).toBe(String(full.body.length));
+    expect(head.headers['docker-content-digest']).toBe(digest);
+    const again = await rawRequest(url, location, { headers: { 'If-None-Match': `"${digest}"` } });
+    expect(again.status).toBe(304);
+    expect(again.body.length).toBe(0);
+    const post = await rawRequest(url, location, { method: 'POST' });
+    expect(post.status).toBe(404);
+  });
+
   it('answers a TLS ClientHello on the plain port at once (Go clients probe TLS first)', async () => {
     const started = Date.now();
     const err = await new Promise<Error>((resolve) => {
