@@ -70,7 +70,7 @@ export class BlobVerifyError extends Error {
 }
 
 /** Read size per fs read, and each reader's buffer; a reader holds at most about this much in memory. */
-const CHUNK = 512 * 1024;
+const CHUNK = 1024 * 1024;
 /**
  * Received bytes not yet in the temp file, above which the fill stops reading the upstream until
  * the disk catches up. Below it the download never waits for a write: awaiting each ~64 KiB
