@@ -200,7 +200,7 @@ describe('blob fill', () => {
     const reg = createFillRegistry({ storeBlobsDir: blobsDir });
     const first = reg.fill(b.digest, b.data.length, src);
     const early = collect(first.fill.reader());
-    await vi.waitFor(() => expect(first.fill.bytesWritten()).toBe(half));
+    await vi.waitFor(() => expect(first.fill.bytesReceived()).toBe(half));
     const late = reg.fill(b.digest, b.data.length, genSource(async function* () {}));
     expect(late.joined).toBe(true);
     expect(late.fill).toBe(first.fill);
@@ -256,7 +256,8 @@ describe('blob fill', () => {
       await gate;
       yield* chunks(b.data.subarray(first), 64 * KiB);
     }, b.data.length);
-    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    // No memory budget: what is in the file leaves memory at once.
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
     const { fill } = reg.fill(b.digest, b.data.length, src);
     const lagging = fill.reader();
     const parts: Buffer[] = [];
@@ -268,7 +269,8 @@ describe('blob fill', () => {
       }),
     );
     // The download went on without it, and the early bytes are now only in the file.
-    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(first));
+    await vi.waitFor(() => expect(fill.bytesReceived()).toBe(first));
+    expect(fill.bytesWritten()).toBeGreaterThanOrEqual(first - 2 * MiB);
     let got = parts[0]!.length;
     const reachedGate = new Promise<void>((r) =>
       lagging.on('data', (c: Buffer) => {
@@ -286,6 +288,35 @@ describe('blob fill', () => {
     await fill.done;
     expect(Buffer.concat(parts).equals(b.data)).toBe(true);
     expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+  });
+
+  it('a reader behind the download is served from memory, even after the store file is gone', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(6 * MiB);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
+    const lagging = fill.reader();
+    const parts: Buffer[] = [];
+    await new Promise<void>((r) =>
+      lagging.once('data', (c: Buffer) => {
+        parts.push(c);
+        lagging.pause();
+        r();
+      }),
+    );
+    await fill.done;
+    // Only memory can answer now: the bytes it still needs were kept for it.
+    await fs.rm(path.join(blobsDir, b.hex));
+    lagging.on('data', (c: Buffer) => parts.push(c));
+    const end = collect(lagging);
+    lagging.resume();
+    const r = await end;
+    expect(r.error).toBeUndefined();
+    expect(Buffer.concat(parts).equals(b.data)).toBe(true);
+    // A reader arriving after the fill has nothing kept for it: it reads the (missing) file.
+    const late = await collect(fill.reader());
+    expect(late.ended).toBe(false);
+    expect((late.error as NodeJS.ErrnoException | undefined)?.code).toBe('ENOENT');
   });
 
   it('a reader destroyed mid-way (client disconnect) does not abort the fill', async () => {
@@ -323,7 +354,7 @@ describe('blob fill', () => {
     }, bad.length);
     const { fill } = reg.fill(b.digest, b.data.length, badSrc);
     const readers = [collect(fill.reader()), collect(fill.reader()), collect(fill.reader(0, 999)), collect(fill.reader(b.data.length - 10))];
-    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(128 * KiB));
+    await vi.waitFor(() => expect(fill.bytesReceived()).toBe(128 * KiB));
     const joiner = reg.fill(b.digest, b.data.length, badSrc);
     expect(joiner.joined).toBe(true);
     readers.push(collect(joiner.fill.reader()));
@@ -545,7 +576,7 @@ describe('blob fill', () => {
         yield b.data.subarray(1000);
       }),
     );
-    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(1000));
+    await vi.waitFor(() => expect(fill.bytesReceived()).toBe(1000));
     const temps = await tmpFiles();
     expect(temps).toHaveLength(1);
     expect(temps[0]).toMatch(new RegExp(`^\\.tmp-fill\\.${process.pid}\\.[0-9a-f]{12}$`));

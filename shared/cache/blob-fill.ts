@@ -42,6 +42,9 @@ export interface BlobFill {
   reader(start?: number, end?: number): Readable;
   /** Resolves once verified and renamed into the store; rejects (with the reason) otherwise. */
   readonly done: Promise<void>;
+  /** Bytes received from the upstream so far (readers may have them before the file does). */
+  bytesReceived(): number;
+  /** Bytes in the temp file so far. */
   bytesWritten(): number;
 }
 
@@ -53,6 +56,8 @@ export interface FillRegistry {
 
 export interface FillRegistryOptions {
   storeBlobsDir: string;
+  /** Bytes all running fills may keep in memory for readers behind the download (default 256 MiB). */
+  memoryBudget?: number;
   onDone?(digest: string, bytes: number): void;
   onFail?(digest: string, err: Error): void;
 }
@@ -78,8 +83,21 @@ const CHUNK = 1024 * 1024;
  * ~100 MB/s on loopback.
  */
 const MAX_UNWRITTEN = 8 * 1024 * 1024;
-/** Bytes already in the file that stay in memory too, so readers just behind the download don't hit the disk. */
-const KEEP_WRITTEN = 2 * 1024 * 1024;
+/**
+ * Received bytes gathered before a write to the temp file. Readers take the bytes from memory, so
+ * the file may lag: fewer, larger writes cost less per byte than one per upstream chunk.
+ */
+const WRITE_BATCH = 1024 * 1024;
+/**
+ * Received bytes a registry's running fills keep in memory (beyond the unwritten ones) for readers
+ * that are behind the download. A client slower than the upstream (the usual case: it verifies and
+ * writes what it gets) then reads memory, not the temp file; every file read is a fresh buffer,
+ * and that allocation rate, not the copying, is what drove V8 into a full GC every ~80 ms.
+ */
+const MEMORY_BUDGET = 256 * 1024 * 1024;
+/** Each fill's share of the budget, whatever the number of fills, lies between these. */
+const MIN_KEEP = 2 * 1024 * 1024;
+const MAX_KEEP = 64 * 1024 * 1024;
 /** Buffers per writev (well under IOV_MAX). */
 const MAX_IOV = 256;
 
@@ -126,6 +144,10 @@ interface FillState {
   waiters: Set<() => void>;
   /** Live readers, destroyed with the error if the fill fails (even paused ones, to free their fds). */
   readers: Set<Readable>;
+  /** Where each unfinished reader is: chunks all of them have passed leave memory first. */
+  cursors: Set<{ pos: number }>;
+  /** Bytes of written chunks this fill may keep in memory for readers behind the download. */
+  keepLimit(): number;
 }
 
 /** Index of the chunk in `mem` holding absolute offset `pos` (memStart <= pos < received). */
@@ -141,10 +163,21 @@ function chunkAt(f: FillState, pos: number): number {
   return lo;
 }
 
-/** Drops chunks that are in the file and more than KEEP_WRITTEN behind it. */
+/**
+ * Drops chunks that are in the file and that no reader still needs, or that are beyond the fill's
+ * share of the memory budget (a reader that far behind reads the file).
+ */
 function trimMemory(f: FillState): void {
+  let slowest = Infinity;
+  for (const c of f.cursors) slowest = Math.min(slowest, c.pos);
+  const limit = f.keepLimit();
   let n = 0;
-  while (n < f.mem.length && f.memOffsets[n]! + f.mem[n]!.length <= f.written - KEEP_WRITTEN) n++;
+  while (n < f.mem.length) {
+    const end = f.memOffsets[n]! + f.mem[n]!.length;
+    if (end > f.written) break; // only in memory
+    if (end > slowest && f.received - f.memOffsets[n]! <= limit) break; // still wanted, and affordable
+    n++;
+  }
   if (n === 0) return;
   f.mem.splice(0, n);
   f.memOffsets.splice(0, n);
@@ -160,6 +193,7 @@ function notify(f: FillState): void {
 
 export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
   const fills = new Map<string, BlobFill>();
+  const budget = opts.memoryBudget ?? MEMORY_BUDGET;
 
   const fill = (digest: string, expectedSize: number | undefined, source: FillSource) => {
     if (!isSha256Digest(digest)) throw new TypeError(`unsupported digest ${JSON.stringify(digest)}: only sha256:<64 hex> is cached`);
@@ -170,7 +204,8 @@ export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
     // running fill verifies the same digest.
     const running = fills.get(digest);
     if (running) return { fill: running, joined: true };
-    const f = startFill(digest, expectedSize, source, opts, () => {
+    const keepLimit = () => Math.min(MAX_KEEP, Math.max(Math.min(MIN_KEEP, budget), Math.floor(budget / Math.max(1, fills.size))));
+    const f = startFill(digest, expectedSize, source, opts, keepLimit, () => {
       if (fills.get(digest) === f) fills.delete(digest);
     });
     fills.set(digest, f);
@@ -180,7 +215,14 @@ export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
   return { fill, active: () => fills.size };
 }
 
-function startFill(digest: string, expectedSize: number | undefined, source: FillSource, opts: FillRegistryOptions, forget: () => void): BlobFill {
+function startFill(
+  digest: string,
+  expectedSize: number | undefined,
+  source: FillSource,
+  opts: FillRegistryOptions,
+  keepLimit: () => number,
+  forget: () => void,
+): BlobFill {
   const hex = digest.slice('sha256:'.length);
   const f: FillState = {
     digest,
@@ -199,6 +241,8 @@ function startFill(digest: string, expectedSize: number | undefined, source: Fil
     version: 0,
     waiters: new Set(),
     readers: new Set(),
+    cursors: new Set(),
+    keepLimit,
   };
 
   let resolveReady!: (v: { size: number }) => void;
@@ -285,7 +329,7 @@ function startFill(digest: string, expectedSize: number | undefined, source: Fil
           f.memOffsets.push(f.received);
           f.received += buf.length;
           notify(f);
-          kickWriter();
+          if (f.received - f.written >= WRITE_BATCH) kickWriter();
           if (writeError) throw writeError;
           if (f.received - f.written > MAX_UNWRITTEN) await drain();
         }
@@ -331,10 +375,8 @@ function startFill(digest: string, expectedSize: number | undefined, source: Fil
     }
     f.state = 'ok';
     f.readers.clear(); // only needed to fail them; live ones keep reading from their own fd
-    // Everything is in the store file now; readers still behind go there.
-    f.mem = [];
-    f.memOffsets = [];
-    f.memStart = f.received;
+    // What readers still behind need stays in memory until they pass it; the rest goes now.
+    trimMemory(f);
     forget();
     notify(f);
     try {
@@ -368,6 +410,7 @@ function startFill(digest: string, expectedSize: number | undefined, source: Fil
     digest,
     ready,
     done,
+    bytesReceived: () => f.received,
     bytesWritten: () => f.written,
     reader: (start = 0, end?: number) => createReader(f, start, end),
   };
@@ -380,6 +423,10 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
 
   let fh: FileHandle | undefined;
   let pos = start;
+  const cursor = { pos };
+  const leave = () => {
+    if (f.cursors.delete(cursor)) trimMemory(f);
+  };
   /** A pump is running or parked on a waiter; read() must not start a second one. */
   let pumping = false;
   let waiter: (() => void) | undefined;
@@ -393,6 +440,7 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
     },
     destroy(err, cb) {
       f.readers.delete(stream);
+      leave();
       if (waiter) f.waiters.delete(waiter);
       waiter = undefined;
       const h = fh;
@@ -403,7 +451,10 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
     },
   });
   if (f.state === 'failed') stream.destroy(f.error); // 'error' is emitted on a later tick
-  else if (f.state === 'running') f.readers.add(stream);
+  else {
+    f.cursors.add(cursor);
+    if (f.state === 'running') f.readers.add(stream);
+  }
 
   /** Highest offset (exclusive) this reader may deliver right now. */
   const limit = (): number => {
@@ -471,6 +522,9 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
             more = stream.push(from === 0 && to === c.length ? c : c.subarray(from, to));
             i++;
           }
+          cursor.pos = pos;
+          // Passed the oldest chunk in memory: it may be nobody's any more.
+          if (f.mem.length && pos >= f.memOffsets[0]! + f.mem[0]!.length) trimMemory(f);
           if (!more) {
             pumping = false; // resumed by read() once the consumer drains
             return;
@@ -498,6 +552,7 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
           if (stream.destroyed) return;
           if (bytesRead === 0) throw new Error(`blob ${f.digest}: file shorter than the ${pos + n} bytes written`);
           pos += bytesRead;
+          cursor.pos = pos;
           if (!stream.push(buf.subarray(0, bytesRead))) {
             pumping = false;
             return;
@@ -510,6 +565,7 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
           fh = undefined;
           if (h) await h.close(); // release the fd now, not when the consumer gets round to 'end'
           f.readers.delete(stream);
+          leave();
           if (!stream.destroyed) stream.push(null);
           return;
         }
