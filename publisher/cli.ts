@@ -68,6 +68,7 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
       for (const m of r.masters) console.log(`${verb} master ${m}`);
       for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${formatBytes(b.size)})`);
       const bytes = r.blobs.reduce((a, b) => a + b.size, 0);
-      console.log(`gc: ${verb} ${r.masters.length} masters and ${r.blobs.length} blobs (${formatBytes(bytes)})`);
+      const young = r.young ? `; ${r.young} unreferenced blobs younger than grace kept` : '';
+      console.log(`gc: ${verb} ${r.masters.length} masters and ${r.blobs.length} blobs (${formatBytes(bytes)})${young}`);
     });
 }

@@ -1,4 +1,6 @@
 // `derrick gc`: delete expired masters, then store objects that no master and no repo state names.
+// Unreferenced objects younger than `grace` stay: a pull-through fill (or a manifest it fetched)
+// is in the store before the publish that names it, and gc must not take it in between.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
@@ -13,6 +15,8 @@ import { openStore } from '../shared/publish/store.js';
 export interface GcResult {
   masters: string[];
   blobs: Array<{ digest: string; size: number }>;
+  /** Unreferenced store objects left alone because they are younger than `grace`. */
+  young: number;
 }
 
 export async function runGc(config: Config, opts: { dryRun?: boolean; waitMs?: number; now?: Date }): Promise<GcResult> {
@@ -22,7 +26,8 @@ export async function runGc(config: Config, opts: { dryRun?: boolean; waitMs?: n
   try {
     const repoKeys = await readdirOrEmpty(l.masterRoot);
     for (const key of repoKeys.sort()) locks.push(await acquireLock(l.repoLock(repoNameFromKey(key)), `repo ${repoNameFromKey(key)}`, opts.waitMs ?? 0));
-    const result: GcResult = { masters: [], blobs: [] };
+    const result: GcResult = { masters: [], blobs: [], young: 0 };
+    const now = (opts.now ?? new Date()).getTime();
     const referenced = new Set<string>();
     for (const key of repoKeys) {
       const name = repoNameFromKey(key);
@@ -50,6 +55,10 @@ export async function runGc(config: Config, opts: { dryRun?: boolean; waitMs?: n
       const digest = `sha256:${hex}`;
       if (referenced.has(digest)) continue;
       const st = await fs.stat(l.storeBlob(digest));
+      if (now - st.mtimeMs < config.grace) {
+        result.young++;
+        continue;
+      }
       result.blobs.push({ digest, size: st.size });
     }
     if (!opts.dryRun) {

@@ -238,13 +238,19 @@ describe.skipIf(!hasTools)('derrick publish against a real registry', () => {
     const bytes = Buffer.from(`stray object ${Date.now()}`);
     stray = sha(bytes);
     await fs.writeFile(l.storeBlob(stray), bytes, { mode: 0o444 });
+    // An older stray, past the grace period, and a fresh one (a pull-through fill not yet
+    // published, say), which gc leaves alone.
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await fs.utimes(l.storeBlob(stray), hourAgo, hourAgo);
+    const fresh = Buffer.from(`fresh object ${Date.now()}`);
+    await fs.writeFile(l.storeBlob(sha(fresh)), fresh, { mode: 0o444 });
     const storeBefore = await storeListing(root);
     const mastersBefore = await masters(root, REPO);
     const r = await derrick(['gc', '-c', cfgFile, '--dry-run']);
     expect(r.code, r.stderr).toBe(0);
     const listed = [...r.stdout.matchAll(/^would delete blob (sha256:[0-9a-f]{64})/gm)].map((m) => m[1]);
     expect(listed).toEqual([stray]);
-    expect(r.stdout).toMatch(/^gc: would delete 0 masters and 1 blobs/m);
+    expect(r.stdout).toMatch(/^gc: would delete 0 masters and 1 blobs \(.*\); 1 unreferenced blobs younger than grace kept$/m);
     expect(await storeListing(root)).toEqual(storeBefore);
     expect(await masters(root, REPO)).toEqual(mastersBefore);
   });

@@ -91,6 +91,7 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       seed('force', 'force/image', { tag: 'v1', layers: [200_000] }),
       seed('evictOne', 'evict/one', { tag: 'v1', seed: 'evict-one', layers: [300_000, 600_000, 500_000] }),
       seed('evictTwo', 'evict/two', { tag: 'v1', seed: 'evict-two', layers: [600_000, 500_000, 300_000] }),
+      seed('gc', 'gc/image', { tag: 'v1', seed: 'gc-image', layers: [300_000, 200_000] }),
     ]);
   });
 
@@ -515,6 +516,61 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       expect(lenient.status, lenient.text).toBe(200);
       expect(digestOf(lenient)).toBe(im2.lenient!.digest);
       expect(String(lenient.headers.warning)).toMatch(STALE_WARNING);
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  describe('derrick gc beside a running serve', () => {
+    let serve: PtServe;
+    let root: string;
+    let file: string;
+    let graceZero: string;
+
+    beforeAll(async () => {
+      const dir = path.join(tmp.dir, 'gc');
+      root = path.join(dir, 'var');
+      const routes = [{ prefix: 'hub', url: reg.url, tagTtl: '1h' }];
+      file = await writePtConfig(dir, 'derrick.yaml', { routes });
+      graceZero = await writePtConfig(dir, 'grace-zero.yaml', { routes, grace: '0s' });
+      serve = await startPtServe(file);
+    });
+    afterAll(async () => serve?.stop());
+
+    it('leaves fetched-but-unpublished objects younger than grace; past it they go, and are fetched again', async () => {
+      const im = img.gc!;
+      const repo = 'hub/gc/image';
+      const layer = im.gen.manifests[0]!.layers[0]!;
+      // A blob and the manifest fetched, the image not complete: nothing published names them.
+      const blob = await blobRequest(serve.url, repo, layer, 'GET');
+      expect(blob.status).toBe(200);
+      expect(digestOf(blob)).toBe(layer);
+      expect((await getManifest(serve.url, repo, 'v1')).status).toBe(200);
+      await pollUntil(async () => exists(storeBlobPath(root, layer)), 10_000, 'the layer in the store');
+      expect(await exists(storeBlobPath(root, im.digest))).toBe(true);
+
+      const young = await derrick(['gc', '-c', file]);
+      expect(young.code, young.stderr).toBe(0);
+      expect(young.stdout).toMatch(/^gc: deleted 0 masters and 0 blobs \(.*\); 2 unreferenced blobs younger than grace kept$/m);
+      expect(await exists(storeBlobPath(root, layer))).toBe(true);
+
+      const old = await derrick(['gc', '-c', graceZero]);
+      expect(old.code, old.stderr).toBe(0);
+      const deleted = [...old.stdout.matchAll(/^deleted blob (sha256:[0-9a-f]{64})/gm)].map((m) => m[1]).sort();
+      expect(deleted).toEqual([layer, im.digest].sort());
+      expect(await exists(storeBlobPath(root, layer))).toBe(false);
+
+      // The pull fetches what gc took, and the commit still happens (the manifest the serve held
+      // in memory is put back into the store).
+      expect(await pullTo(serve.host, `${repo}:v1`, outDir('gc'))).toBe(im.digest);
+      await waitForCommit(serve.url, repo, im.blobs.at(-1)!);
+      await pollUntil(async () => (await readAppFile(root, repo))?.derrick?.tags?.v1 === im.digest, 10_000, `${repo}:v1 published`);
+      for (const d of [...im.blobs, im.digest]) expect(await sha256File(storeBlobPath(root, d)), d).toBe(d);
+
+      // Published now: even with grace 0, gc takes nothing of it.
+      const after = await derrick(['gc', '-c', graceZero]);
+      expect(after.code, after.stderr).toBe(0);
+      expect(after.stdout).toMatch(/^gc: deleted 0 masters and 0 blobs/m);
+      expect(await pullTo(serve.host, `${repo}:v1`, outDir('gc-warm'))).toBe(im.digest);
     });
   });
 

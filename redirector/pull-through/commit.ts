@@ -73,6 +73,13 @@ export function createCommitter(o: CommitterOptions): Committer {
     }
     const present = new Set<string>();
     await Promise.all([...digests].map(async (d) => (await o.store.has(d)) && present.add(d)));
+    // A manifest served from memory may have left the store meanwhile (gc takes unpublished
+    // objects once they are older than grace): put it back rather than never commit the image.
+    for (const [d, m] of repo.manifests) {
+      if (present.has(d) || !m.bytes) continue;
+      await o.store.putBytes(d, m.bytes);
+      present.add(d);
+    }
     return present;
   };
 
