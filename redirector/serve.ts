@@ -135,6 +135,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     pullThrough,
     close: async () => {
       await pullThrough?.committer.idle();
+      await pullThrough?.accessLog.flush();
       await index.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

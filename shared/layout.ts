@@ -68,6 +68,8 @@ export interface Layout {
   storeDir: string;
   storeBlobsDir: string;
   repoStateDir: string;
+  /** When each cached tag was last pulled (pull-through LRU), kept across serve restarts. */
+  cacheAccessFile: string;
   locksDir: string;
   publishedDir: string;
   masterRoot: string;
@@ -100,6 +102,7 @@ export function layout(root: string): Layout {
     storeDir,
     storeBlobsDir,
     repoStateDir,
+    cacheAccessFile: path.join(storeDir, 'cache-access.json'),
     locksDir,
     publishedDir,
     masterRoot,

@@ -93,6 +93,7 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       seed('evictTwo', 'evict/two', { tag: 'v1', seed: 'evict-two', layers: [600_000, 500_000, 300_000] }),
       seed('gc', 'gc/image', { tag: 'v1', seed: 'gc-image', layers: [300_000, 200_000] }),
     ]);
+    await Promise.all(['a', 'b', 'c'].map((x) => seed(`lru-${x}`, `lru/${x}`, { tag: 'v1', seed: `lru-${x}`, layers: [400_000, 300_000] })));
   });
 
   afterAll(async () => {
@@ -516,6 +517,43 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       expect(lenient.status, lenient.text).toBe(200);
       expect(digestOf(lenient)).toBe(im2.lenient!.digest);
       expect(String(lenient.headers.warning)).toMatch(STALE_WARNING);
+    });
+  });
+
+  // -------------------------------------------------------------------------------------------
+  describe('LRU order across a serve restart (cache.max-size holds two of three images)', () => {
+    let serve: PtServe | undefined;
+    let root: string;
+    let file: string;
+
+    beforeAll(async () => {
+      const dir = path.join(tmp.dir, 'lru');
+      root = path.join(dir, 'var');
+      const sizes = await Promise.all(['a', 'b', 'c'].map((x) => img[`lru-${x}`]!).map((m) => blobBytes(m.layoutDir, [...m.blobs, m.digest])));
+      const maxSize = Math.max(...sizes) * 2 + Math.floor(Math.min(...sizes) / 2);
+      file = await writePtConfig(dir, 'derrick.yaml', { routes: [{ prefix: 'hub', url: reg.url, tagTtl: '1h' }], maxSize });
+    });
+    afterAll(async () => serve?.stop());
+
+    it('evicts the image pulled least recently before the restart, not the one committed first', async () => {
+      const [a, b, c] = ['a', 'b', 'c'].map((x) => img[`lru-${x}`]!);
+      serve = await startPtServe(file);
+      for (const [x, im] of [['a', a], ['b', b]] as const) {
+        expect(await pullTo(serve.host, `hub/lru/${x}:v1`, outDir(`lru-${x}`))).toBe(im!.digest);
+        await waitForCommit(serve.url, `hub/lru/${x}`, im!.blobs.at(-1)!);
+        await sleep(50);
+      }
+      // a again: now b is the least recently pulled, though a was committed first.
+      expect(await pullTo(serve.host, 'hub/lru/a:v1', outDir('lru-a-again'))).toBe(a!.digest);
+      await serve.stop();
+      expect(await exists(path.join(root, 'store', 'cache-access.json'))).toBe(true);
+
+      serve = await startPtServe(file);
+      expect(await pullTo(serve.host, 'hub/lru/c:v1', outDir('lru-c'))).toBe(c!.digest);
+      await waitForCommit(serve.url, 'hub/lru/c', c!.blobs.at(-1)!);
+      await pollUntil(async () => (await readAppFile(root, 'hub/lru/b'))?.derrick?.tags?.v1 === undefined, 10_000, 'hub/lru/b:v1 evicted');
+      expect((await readAppFile(root, 'hub/lru/a'))?.derrick?.tags?.v1).toBe(a!.digest);
+      expect((await readAppFile(root, 'hub/lru/c'))?.derrick?.tags?.v1).toBe(c!.digest);
     });
   });
 

@@ -19,6 +19,7 @@ import type { Metrics } from '../metrics.js';
 import { reply, type Reply } from '../reply.js';
 import type { UrlOptions } from '../urls.js';
 import { blobSize, cachedManifest, cacheRepoFromState, newCacheRepo, type CachedManifest, type CacheRepo } from './cache-repo.js';
+import { createAccessLog, type AccessLog } from './access-log.js';
 import { createCommitter, type Committer } from './commit.js';
 import { isUpstreamDown, upstreamToRegistryError } from './errors.js';
 import { createRoutes, type Policy, type RouteMatch } from './routes.js';
@@ -38,6 +39,7 @@ export interface PullThrough {
   manifest(req: PullThroughRequest, m: RouteMatch, name: string, ref: string, kind: 'tag' | 'digest'): Promise<Reply>;
   blob(req: PullThroughRequest, m: RouteMatch, name: string, digest: string): Promise<Reply>;
   committer: Committer;
+  accessLog: AccessLog;
 }
 
 export interface PullThroughOptions {
@@ -101,6 +103,8 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     repos.set(name, cacheRepoFromState(state, m.upstreamRepo, (d) => (bytes.get(d)?.length ? bytes.get(d) : undefined)));
     committer.seed(state);
   }
+  const accessLog = createAccessLog(l.cacheAccessFile, repos, o.log);
+  await accessLog.restore(repos);
 
   // Say hello to each upstream in the background: it loads the fetch stack and opens a
   // connection before the first client needs one, and logs an unreachable upstream early.
@@ -191,7 +195,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       const serveKnown = async (stale: boolean) => {
         const cm = await loadManifest(req, m, repo, known!.digest, policy !== 'Never');
         if (!cm) throw errors.manifestUnknown(name, ref);
-        repo.access.set(ref, Date.now());
+        accessLog.touch(repo, ref);
         const chosen = await negotiateChild(req, m, repo, known!.digest, cm, policy !== 'Never');
         return serveManifest(req, repo, chosen.digest, chosen.cm, 'tag', known!.checkedAt + ttl - Date.now(), stale);
       };
@@ -241,7 +245,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       }
       const cm = await loadManifest(req, m, repo, digest, true);
       if (!cm) throw errors.manifestUnknown(name, ref);
-      repo.access.set(ref, Date.now());
+      accessLog.touch(repo, ref);
       const chosen = await negotiateChild(req, m, repo, digest, cm, true);
       // Complete already (an index, or blobs shared with what the store holds): commit now.
       committer.schedule(name);
@@ -252,7 +256,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
   };
 
   const touchDigest = (repo: CacheRepo, digest: string) => {
-    for (const [tag, t] of repo.tags) if (t.digest === digest) repo.access.set(tag, Date.now());
+    for (const [tag, t] of repo.tags) if (t.digest === digest) accessLog.touch(repo, tag);
   };
 
   const blobHeaders = (digest: string, size: number): Record<string, string> => ({
@@ -299,6 +303,6 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     }
   };
 
-  return { match, manifest, blob, committer };
+  return { match, manifest, blob, committer, accessLog };
 }
 

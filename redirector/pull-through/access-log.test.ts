@@ -1,0 +1,64 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../shared/log.js';
+import { createAccessLog } from './access-log.js';
+import { newCacheRepo, type CacheRepo } from './cache-repo.js';
+
+const log = createLogger({ level: 'silent' });
+let dir: string;
+let file: string;
+
+beforeEach(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'derrick-access-'));
+  file = path.join(dir, 'cache-access.json');
+});
+afterEach(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function repoWith(name: string, tags: string[]): CacheRepo {
+  const r = newCacheRepo(name, name.split('/').slice(1).join('/'));
+  for (const t of tags) r.tags.set(t, { digest: `sha256:${'0'.repeat(64)}`, checkedAt: 0 });
+  return r;
+}
+
+describe('cache access log', () => {
+  it('survives a restart: the times recorded come back for tags that still exist', async () => {
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1', 'v2'])]]);
+    const a = createAccessLog(file, repos, log, 60_000);
+    a.touch(repos.get('hub/a')!, 'v1');
+    const t1 = repos.get('hub/a')!.access.get('v1')!;
+    expect(t1).toBeGreaterThan(0);
+    await expect(fs.access(file)).rejects.toThrow(); // not written per pull
+    await a.flush();
+
+    // A new process: v2 was never pulled, v1 has its time, an unknown repo is ignored.
+    const fresh = new Map([
+      ['hub/a', repoWith('hub/a', ['v1', 'v2'])],
+      ['hub/b', repoWith('hub/b', ['v1'])],
+    ]);
+    const b = createAccessLog(file, fresh, log);
+    expect(await b.restore(fresh)).toBe(1);
+    expect(fresh.get('hub/a')!.access.get('v1')).toBe(t1);
+    expect(fresh.get('hub/a')!.access.has('v2')).toBe(false);
+    expect(fresh.get('hub/b')!.access.size).toBe(0);
+  });
+
+  it('writes after the interval without a flush', async () => {
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    const a = createAccessLog(file, repos, log, 20);
+    a.touch(repos.get('hub/a')!, 'v1');
+    await expect.poll(async () => JSON.parse(await fs.readFile(file, 'utf8').catch(() => '{}')).repos?.['hub/a']?.v1).toBe(repos.get('hub/a')!.access.get('v1'));
+  });
+
+  it('an unreadable file is ignored, not fatal', async () => {
+    await fs.writeFile(file, '{"version": 1, "repos": {"hub/a": {"v1": "yesterday"}}}');
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    expect(await createAccessLog(file, repos, log).restore(repos)).toBe(0);
+    await fs.writeFile(file, 'not json');
+    expect(await createAccessLog(file, repos, log).restore(repos)).toBe(0);
+    expect(repos.get('hub/a')!.access.size).toBe(0);
+  });
+});
