@@ -42,6 +42,16 @@ async function* chunks(data: Buffer, chunk = 16 * KiB, delayMs = 0): AsyncGenera
   }
 }
 
+/** A client that took one chunk and stopped reading. */
+function firstChunkThenPause(r: Readable): Promise<Buffer> {
+  return new Promise((resolve) =>
+    r.once('data', (c: Buffer) => {
+      r.pause();
+      resolve(c);
+    }),
+  );
+}
+
 type GenSource = FillSource & { opens: number; signals: AbortSignal[] };
 
 /** An in-memory upstream: `gen` produces the body, `size` plays Content-Length. */
@@ -260,14 +270,7 @@ describe('blob fill', () => {
     const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
     const { fill } = reg.fill(b.digest, b.data.length, src);
     const lagging = fill.reader();
-    const parts: Buffer[] = [];
-    await new Promise<void>((r) =>
-      lagging.once('data', (c: Buffer) => {
-        parts.push(c);
-        lagging.pause();
-        r();
-      }),
-    );
+    const parts = [await firstChunkThenPause(lagging)];
     // The download went on without it, and the early bytes are now only in the file.
     await vi.waitFor(() => expect(fill.bytesReceived()).toBe(first));
     expect(fill.bytesWritten()).toBeGreaterThanOrEqual(first - 2 * MiB);
@@ -296,14 +299,7 @@ describe('blob fill', () => {
     const reg = createFillRegistry({ storeBlobsDir: blobsDir });
     const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
     const lagging = fill.reader();
-    const parts: Buffer[] = [];
-    await new Promise<void>((r) =>
-      lagging.once('data', (c: Buffer) => {
-        parts.push(c);
-        lagging.pause();
-        r();
-      }),
-    );
+    const parts = [await firstChunkThenPause(lagging)];
     await fill.done;
     // Only memory can answer now: the bytes it still needs were kept for it.
     await fs.rm(path.join(blobsDir, b.hex));
