@@ -24,6 +24,7 @@ export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => R
   if (o.fileServer) app.on(['GET', 'HEAD'], `${o.urls.filesPrefix}/*`, o.fileServer);
   app.get('/metrics', async () => {
     o.metrics.repos.set(o.index.size());
+    if (o.pullThrough) o.metrics.cache.fillMemory.set(o.pullThrough.fillMemory());
     o.metrics.tags.set(o.index.tagCount());
     return new Response(await o.metrics.registry.metrics(), { headers: { 'Content-Type': o.metrics.registry.contentType } });
   });

@@ -55,6 +55,7 @@ export function createMetrics() {
     joins: counter('derrick_cache_singleflight_joins_total', 'Requests that joined a fetch already in flight'),
     upstreamBytes: counter('derrick_cache_upstream_bytes_total', 'Blob bytes fetched from upstreams and verified'),
     evictions: counter('derrick_cache_evictions_total', 'Cached images evicted above cache.max-size'),
+    fillMemory: new client.Gauge({ name: 'derrick_cache_fill_memory_bytes', help: 'Bytes blob fills hold in memory for their readers', registers: [registry] }),
   };
   return { registry, requests, redirects, repos, tags, reloadErrors, reloadLatency, cache };
 }

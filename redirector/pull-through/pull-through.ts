@@ -40,6 +40,8 @@ export interface PullThrough {
   blob(req: PullThroughRequest, m: RouteMatch, name: string, digest: string): Promise<Reply>;
   committer: Committer;
   accessLog: AccessLog;
+  /** Bytes the running fills hold in memory (a gauge). */
+  fillMemory(): number;
 }
 
 export interface PullThroughOptions {
@@ -303,6 +305,6 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     }
   };
 
-  return { match, manifest, blob, committer, accessLog };
+  return { match, manifest, blob, committer, accessLog, fillMemory: fills.memoryHeld };
 }
 

@@ -315,6 +315,27 @@ describe('blob fill', () => {
     expect((late.error as NodeJS.ErrnoException | undefined)?.code).toBe('ENOENT');
   });
 
+  it('memory kept for stalled readers stays within the budget the fills share, and is freed when they go', async () => {
+    const MiB = 1024 * KiB;
+    const budget = 8 * MiB;
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: budget });
+    const blobs = [blob(6 * MiB), blob(6 * MiB), blob(6 * MiB), blob(6 * MiB)];
+    const stalled: Readable[] = [];
+    for (const b of blobs) {
+      const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
+      const r = fill.reader();
+      await firstChunkThenPause(r); // a client that never reads on
+      stalled.push(r);
+      await fill.done;
+      expect(reg.memoryHeld()).toBeLessThanOrEqual(budget);
+    }
+    expect(reg.memoryHeld()).toBeGreaterThan(0); // they do keep what their readers still need
+    for (const r of stalled) r.destroy();
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(0));
+    // Every blob was stored whole all the same.
+    for (const b of blobs) expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+  });
+
   it('a reader destroyed mid-way (client disconnect) does not abort the fill', async () => {
     const fdsBefore = openFds();
     const b = blob(1024 * KiB);

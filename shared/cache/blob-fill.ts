@@ -2,12 +2,12 @@
 //
 // When a client asks for a blob the store lacks, ONE upstream GET streams into a temp file in the
 // store's blob directory. Every requester (the first and any that join later) reads at its own
-// pace: a reader keeping up with the download is handed the received chunks straight from memory,
-// one that falls behind the small in-memory window reads the temp file through its own fd, so a
-// slow client never slows the upstream download or the other clients. When the body ends, digest
-// and size are checked: on a match the temp file is fsynced and renamed to <storeBlobsDir>/<hex>;
-// on a mismatch, upstream error or truncation the temp file is removed and every reader is
-// destroyed with the error.
+// pace: it is handed the received chunks straight from memory while they are kept (until every
+// reader has passed them, within a memory budget the registry's fills share), and reads the temp
+// file through its own fd when it is further behind, so a slow client never slows the upstream
+// download or the other clients. When the body ends, digest and size are checked: on a match the
+// temp file is fsynced and renamed to <storeBlobsDir>/<hex>; on a mismatch, upstream error or
+// truncation the temp file is removed and every reader is destroyed with the error.
 //
 // Readers never deliver the last byte of what they were asked for before the whole blob is
 // verified, so a client of a bad fill always sees a short body / broken connection, never a
@@ -52,6 +52,8 @@ export interface FillRegistry {
   /** The running fill for a digest, or a new one; `joined` says whether this call shared an existing fill. */
   fill(digest: string, expectedSize: number | undefined, source: FillSource): { fill: BlobFill; joined: boolean };
   active(): number;
+  /** Bytes the fills hold in memory now: unwritten, and kept for readers behind the download. */
+  memoryHeld(): number;
 }
 
 export interface FillRegistryOptions {
@@ -89,15 +91,16 @@ const MAX_UNWRITTEN = 8 * 1024 * 1024;
  */
 const WRITE_BATCH = 1024 * 1024;
 /**
- * Received bytes a registry's running fills keep in memory (beyond the unwritten ones) for readers
- * that are behind the download. A client slower than the upstream (the usual case: it verifies and
- * writes what it gets) then reads memory, not the temp file; every file read is a fresh buffer,
- * and that allocation rate, not the copying, is what drove V8 into a full GC every ~80 ms.
+ * Bytes already in the file that a registry's fills keep in memory, together, for readers behind
+ * the download. A client slower than the upstream (the usual case: it verifies and writes what it
+ * gets) then reads memory, not the file; every file read is a fresh buffer, and that allocation
+ * rate, not the copying, is what drove V8 into a full GC every ~80 ms of a cold pull.
  */
 const MEMORY_BUDGET = 256 * 1024 * 1024;
-/** Each fill's share of the budget, whatever the number of fills, lies between these. */
-const MIN_KEEP = 2 * 1024 * 1024;
+/** Most of the budget one fill may hold. */
 const MAX_KEEP = 64 * 1024 * 1024;
+/** What a running fill keeps however many share the budget: readers just behind the download. */
+const MIN_KEEP = 2 * 1024 * 1024;
 /** Buffers per writev (well under IOV_MAX). */
 const MAX_IOV = 256;
 
@@ -146,8 +149,20 @@ interface FillState {
   readers: Set<Readable>;
   /** Where each unfinished reader is: chunks all of them have passed leave memory first. */
   cursors: Set<{ pos: number }>;
-  /** Bytes of written chunks this fill may keep in memory for readers behind the download. */
-  keepLimit(): number;
+  readonly pool: MemoryPool;
+}
+
+/** The fills of one registry that hold written chunks in memory, and the budget they share. */
+interface MemoryPool {
+  readonly budget: number;
+  readonly holders: Set<FillState>;
+}
+
+/** Bytes of written chunks `f` may keep: its share of the pool (a finished fill has no minimum). */
+function keepLimit(f: FillState): number {
+  const { budget, holders } = f.pool;
+  const share = Math.floor(budget / Math.max(1, holders.size));
+  return Math.min(MAX_KEEP, f.state === 'running' ? Math.max(Math.min(MIN_KEEP, budget), share) : share);
 }
 
 /** Index of the chunk in `mem` holding absolute offset `pos` (memStart <= pos < received). */
@@ -168,9 +183,11 @@ function chunkAt(f: FillState, pos: number): number {
  * share of the memory budget (a reader that far behind reads the file).
  */
 function trimMemory(f: FillState): void {
+  // Failed after verifying (the store write broke): the memory was only kept for its last readers.
+  if (f.state === 'failed' && f.cursors.size === 0) return dropMemory(f);
   let slowest = Infinity;
   for (const c of f.cursors) slowest = Math.min(slowest, c.pos);
-  const limit = f.keepLimit();
+  const limit = keepLimit(f);
   let n = 0;
   while (n < f.mem.length) {
     const end = f.memOffsets[n]! + f.mem[n]!.length;
@@ -178,10 +195,33 @@ function trimMemory(f: FillState): void {
     if (end > slowest && f.received - f.memOffsets[n]! <= limit) break; // still wanted, and affordable
     n++;
   }
-  if (n === 0) return;
-  f.mem.splice(0, n);
-  f.memOffsets.splice(0, n);
-  f.memStart = f.mem.length ? f.memOffsets[0]! : f.received;
+  if (n > 0) {
+    f.mem.splice(0, n);
+    f.memOffsets.splice(0, n);
+    f.memStart = f.mem.length ? f.memOffsets[0]! : f.received;
+  }
+  if (f.mem.length === 0) f.pool.holders.delete(f);
+}
+
+/** Appends a received chunk; a fill that starts holding memory shrinks the others' shares. */
+function keepChunk(f: FillState, buf: Buffer): void {
+  if (f.mem.length === 0) f.memStart = f.received;
+  f.mem.push(buf);
+  f.memOffsets.push(f.received);
+  f.received += buf.length;
+  const { holders } = f.pool;
+  if (!holders.has(f)) {
+    holders.add(f);
+    for (const h of holders) if (h !== f) trimMemory(h);
+  }
+}
+
+/** Lets go of every chunk (a failed fill). */
+function dropMemory(f: FillState): void {
+  f.mem = [];
+  f.memOffsets = [];
+  f.memStart = f.received;
+  f.pool.holders.delete(f);
 }
 
 function notify(f: FillState): void {
@@ -193,7 +233,7 @@ function notify(f: FillState): void {
 
 export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
   const fills = new Map<string, BlobFill>();
-  const budget = opts.memoryBudget ?? MEMORY_BUDGET;
+  const pool: MemoryPool = { budget: opts.memoryBudget ?? MEMORY_BUDGET, holders: new Set() };
 
   const fill = (digest: string, expectedSize: number | undefined, source: FillSource) => {
     if (!isSha256Digest(digest)) throw new TypeError(`unsupported digest ${JSON.stringify(digest)}: only sha256:<64 hex> is cached`);
@@ -204,15 +244,19 @@ export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
     // running fill verifies the same digest.
     const running = fills.get(digest);
     if (running) return { fill: running, joined: true };
-    const keepLimit = () => Math.min(MAX_KEEP, Math.max(Math.min(MIN_KEEP, budget), Math.floor(budget / Math.max(1, fills.size))));
-    const f = startFill(digest, expectedSize, source, opts, keepLimit, () => {
+    const f = startFill(digest, expectedSize, source, opts, pool, () => {
       if (fills.get(digest) === f) fills.delete(digest);
     });
     fills.set(digest, f);
     return { fill: f, joined: false };
   };
 
-  return { fill, active: () => fills.size };
+  const memoryHeld = () => {
+    let n = 0;
+    for (const f of pool.holders) n += f.received - f.memStart;
+    return n;
+  };
+  return { fill, active: () => fills.size, memoryHeld };
 }
 
 function startFill(
@@ -220,7 +264,7 @@ function startFill(
   expectedSize: number | undefined,
   source: FillSource,
   opts: FillRegistryOptions,
-  keepLimit: () => number,
+  pool: MemoryPool,
   forget: () => void,
 ): BlobFill {
   const hex = digest.slice('sha256:'.length);
@@ -242,7 +286,7 @@ function startFill(
     waiters: new Set(),
     readers: new Set(),
     cursors: new Set(),
-    keepLimit,
+    pool,
   };
 
   let resolveReady!: (v: { size: number }) => void;
@@ -324,10 +368,7 @@ function startFill(
             throw new BlobVerifyError(digest, 'oversize', `blob ${digest}: upstream sent more than the expected ${f.size} bytes`);
           }
           hash.update(buf);
-          if (f.mem.length === 0) f.memStart = f.received;
-          f.mem.push(buf);
-          f.memOffsets.push(f.received);
-          f.received += buf.length;
+          keepChunk(f, buf);
           notify(f);
           if (f.received - f.written >= WRITE_BATCH) kickWriter();
           if (writeError) throw writeError;
@@ -397,9 +438,7 @@ function startFill(
     // Verified bytes stay good for the readers (their fds outlive the temp file): only the
     // store's copy is lost. Unverified ones must never look complete.
     if (f.verified) return;
-    f.mem = [];
-    f.memOffsets = [];
-    f.memStart = f.received;
+    dropMemory(f);
     notify(f);
     for (const r of [...f.readers]) r.destroy(e);
   };
