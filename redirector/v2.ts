@@ -213,6 +213,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         return built;
       }
       case 'tags': {
+        checkName(p.name!);
+        const pt = o.pullThrough?.match(p.name!);
+        if (pt) {
+          if (!o.anonymous) requireAuth(req);
+          const page = { n: query.get('n') ?? undefined, last: query.get('last') ?? undefined };
+          return o.pullThrough!.tags({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, page);
+        }
         const repo = lookup(req, p.name!);
         if (repo.kind === 'crane') return redirect(method, 'tags', repo.current.url + TAGS_LIST_REL_PATH);
         const page = paginate(repo.sortedTags, query.get('n') ?? undefined, query.get('last') ?? undefined, `/v2/${repo.name}/tags/list`);

@@ -35,6 +35,7 @@ import {
   type SeededImage,
 } from './helpers/pull-through.js';
 import { requireTool } from './helpers/proc.js';
+import { skopeoListTags } from './helpers/skopeo.js';
 import { startRegistry, type Registry } from './helpers/registry.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
 
@@ -92,6 +93,7 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       seed('evictOne', 'evict/one', { tag: 'v1', seed: 'evict-one', layers: [300_000, 600_000, 500_000] }),
       seed('evictTwo', 'evict/two', { tag: 'v1', seed: 'evict-two', layers: [600_000, 500_000, 300_000] }),
       seed('gc', 'gc/image', { tag: 'v1', seed: 'gc-image', layers: [300_000, 200_000] }),
+      seed('tags', 'tags/image', { tag: 'v1', seed: 'tags-image', layers: [100_000] }),
     ]);
     await Promise.all(['a', 'b', 'c'].map((x) => seed(`lru-${x}`, `lru/${x}`, { tag: 'v1', seed: `lru-${x}`, layers: [400_000, 300_000] })));
   });
@@ -333,6 +335,23 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       expect(['MANIFEST_UNKNOWN', 'NAME_UNKNOWN']).toContain(errorCode(t));
     });
 
+    it('tags/list of a cache repo is the upstream\'s list, uncached tags too, paginated with Link (skopeo list-tags)', async () => {
+      const im = img.tags!;
+      for (const t of ['v2', 'latest', '1.0']) await putManifest(reg.url, im.repo, t, im.body, im.mediaType);
+      const all = ['1.0', 'latest', 'v1', 'v2'];
+      expect((await skopeoListTags(`docker://${serve.host}/hub/${im.repo}`)).sort()).toEqual(all);
+      const first = await rawRequest(serve.url, `/v2/hub/${im.repo}/tags/list?n=2`);
+      expect(first.status, first.text).toBe(200);
+      expect(first.json()).toEqual({ name: `hub/${im.repo}`, tags: ['1.0', 'latest'] });
+      expect(first.headers.link).toBe(`</v2/hub/${im.repo}/tags/list?last=latest&n=2>; rel="next"`);
+      const rest = await rawRequest(serve.url, `/v2/hub/${im.repo}/tags/list?last=latest&n=2`);
+      expect(rest.json().tags).toEqual(['v1', 'v2']);
+      expect(rest.headers.link).toBeUndefined();
+      const missing = await rawRequest(serve.url, '/v2/hub/no/such/repo/tags/list');
+      expect(missing.status).toBe(404);
+      expect(errorCode(missing)).toBe('NAME_UNKNOWN');
+    });
+
     it('upstream requests carry User-Agent derrick/... and X-Forwarded-For with the client address', async () => {
       const r = await getManifest(serve.url, 'hdr/hdr/image', 'v1');
       expect(r.status, r.text).toBe(200);
@@ -391,6 +410,11 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
           const cached = await getManifest(serve.url, 'hub/never/cached', 'v1');
           expect(cached.status).toBe(200);
           expect(digestOf(cached)).toBe(img.neverCached!.digest);
+          // tags/list: what is cached, never the upstream's list.
+          const tags = await rawRequest(serve.url, '/v2/hub/never/cached/tags/list');
+          expect(tags.json()).toEqual({ name: 'hub/never/cached', tags: ['v1'] });
+          const noTags = await rawRequest(serve.url, '/v2/hub/never/uncached/tags/list');
+          expect(errorCode(noTags)).toBe('NAME_UNKNOWN');
 
           await sleep(500);
           const after = reg.requests().filter((r) => never.test(r.path));
@@ -497,6 +521,16 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
       expect(await metric(serve.url, 'derrick_cache_stale_total')).toBeGreaterThan(stale0);
       expect(await pullTo(serve.host, 'hub/down/image:v1', outDir('down-tag'))).toBe(im.digest);
       expect(await pullTo(serve.host, `hub/down/image@${im.digest}`, outDir('down-digest'))).toBe(im.digest);
+    });
+
+    it('tags/list with the upstream stopped: the cached tags with Warning 110; nothing cached: a 5xx spec error', async () => {
+      const r = await rawRequest(serve.url, '/v2/hub/down/image/tags/list');
+      expect(r.status, r.text).toBe(200);
+      expect(r.json()).toEqual({ name: 'hub/down/image', tags: ['v1'] });
+      expect(String(r.headers.warning)).toMatch(STALE_WARNING);
+      const none = await rawRequest(serve.url, '/v2/hub/down/other/tags/list');
+      expect([502, 503, 504], none.text).toContain(none.status);
+      expect(errorMessage(none)).toMatch(/unreachable/i);
     });
 
     it('with the upstream stopped and nothing cached: 502/503/504 saying the upstream is unreachable', async () => {

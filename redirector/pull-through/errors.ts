@@ -8,7 +8,7 @@ export function isUpstreamDown(err: unknown): boolean {
   return (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError';
 }
 
-export function upstreamToRegistryError(err: unknown, upstream: string, what: 'manifest' | 'blob', name: string, ref: string): RegistryError {
+export function upstreamToRegistryError(err: unknown, upstream: string, what: 'manifest' | 'blob' | 'tags', name: string, ref: string): RegistryError {
   if (err instanceof RegistryError) return err;
   if ((err as Error)?.name === 'TimeoutError') {
     return new RegistryError('UNAVAILABLE', `upstream ${upstream} timed out`, { name, reference: ref }, 504);
@@ -18,6 +18,7 @@ export function upstreamToRegistryError(err: unknown, upstream: string, what: 'm
   }
   switch (err.kind) {
     case 'not-found':
+      if (what === 'tags') return new RegistryError('NAME_UNKNOWN', 'repository unknown to upstream', { name });
       return what === 'blob'
         ? new RegistryError('BLOB_UNKNOWN', 'blob unknown to upstream', { name, digest: ref })
         : new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to upstream', { name, reference: ref });

@@ -16,7 +16,8 @@ import { repoNameFromKey } from '../../shared/layout.js';
 import type { RepoIndex } from '../index.js';
 import { inlineManifestReply, manifestReply } from '../manifests.js';
 import type { Metrics } from '../metrics.js';
-import { reply, type Reply } from '../reply.js';
+import { paginate } from '../pagination.js';
+import { jsonReply, reply, type Reply } from '../reply.js';
 import type { UrlOptions } from '../urls.js';
 import { blobSize, cachedManifest, cacheRepoFromState, newCacheRepo, type CachedManifest, type CacheRepo } from './cache-repo.js';
 import { createAccessLog, type AccessLog } from './access-log.js';
@@ -38,6 +39,8 @@ export interface PullThrough {
   match(name: string): RouteMatch | undefined;
   manifest(req: PullThroughRequest, m: RouteMatch, name: string, ref: string, kind: 'tag' | 'digest'): Promise<Reply>;
   blob(req: PullThroughRequest, m: RouteMatch, name: string, digest: string): Promise<Reply>;
+  /** tags/list: the upstream's list, or what is cached (Never; or stale, when the upstream failed). */
+  tags(req: PullThroughRequest, m: RouteMatch, name: string, page: { n?: string; last?: string }): Promise<Reply>;
   committer: Committer;
   accessLog: AccessLog;
   /** Bytes the running fills hold in memory (a gauge). */
@@ -305,6 +308,36 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     }
   };
 
-  return { match, manifest, blob, committer, accessLog, fillMemory: fills.memoryHeld };
+  const tagList = async (req: PullThroughRequest, m: RouteMatch, name: string): Promise<{ tags: string[]; stale: boolean }> => {
+    const cached = () => [...new Set([...(repos.get(name)?.tags.keys() ?? []), ...(o.index.get(name)?.sortedTags ?? [])])].sort();
+    if (m.route.policy === 'Never') {
+      const have = cached();
+      if (have.length === 0 && !o.index.get(name)) throw errors.nameUnknown(name);
+      return { tags: have, stale: false };
+    }
+    try {
+      const upstream = await once(`tags ${name}`, () => m.route.client.listTags(m.upstreamRepo, requestOpts(req)));
+      return { tags: [...upstream].sort(), stale: false };
+    } catch (err) {
+      const have = cached();
+      const staleOk = m.route.policy === 'IfNotPresent' || m.route.cfg['stale-on-error'];
+      if (have.length && staleOk && isUpstreamDown(err)) {
+        o.metrics.cache.stale.inc();
+        o.log.warn({ repo: name, err: (err as Error).message }, 'upstream failed; listing the cached tags');
+        return { tags: have, stale: true };
+      }
+      throw upstreamToRegistryError(err, m.route.cfg.url, 'tags', name, 'tags/list');
+    }
+  };
+
+  const tags: PullThrough['tags'] = async (req, m, name, q) => {
+    const { tags: all, stale } = await tagList(req, m, name);
+    const page = paginate(all, q.n, q.last, `/v2/${name}/tags/list`);
+    const r = jsonReply(req.method, { name, tags: page.items }, page.link);
+    if (stale) r.headers.Warning = STALE_WARNING;
+    return r;
+  };
+
+  return { match, manifest, blob, tags, committer, accessLog, fillMemory: fills.memoryHeld };
 }
 

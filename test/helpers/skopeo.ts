@@ -52,6 +52,12 @@ export async function skopeoInspect(ref: string, opts: SkopeoInspectOptions = {}
   return JSON.parse(res);
 }
 
+/** `skopeo list-tags docker://…` (TLS not verified): the tags it printed. */
+export async function skopeoListTags(ref: string): Promise<string[]> {
+  const out = JSON.parse((await skopeo(['list-tags', '--tls-verify=false', ref])).stdout) as { Tags: string[] };
+  return out.Tags;
+}
+
 /** `skopeo inspect`, returning stdout verbatim (with --raw: the exact manifest bytes). */
 export async function skopeoInspectText(ref: string, opts: SkopeoInspectOptions = {}): Promise<string> {
   const args = ['inspect'];
