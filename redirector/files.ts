@@ -107,17 +107,18 @@ function notFound(urlPath: string, head: boolean, why = 'not found'): Reply {
  */
 function requestPath(c: Context): string {
   const incoming = (c.env as { incoming?: { url?: unknown } } | undefined)?.incoming;
-  if (incoming && typeof incoming.url === 'string' && incoming.url.startsWith('/')) {
-    return incoming.url.replace(/[?#].*$/s, '');
-  }
+  if (incoming && typeof incoming.url === 'string' && incoming.url.startsWith('/')) return rawPathOf(incoming.url);
   return rawPathOf(c.req.url);
 }
 
-/** The path part of a request URL, still percent-encoded. */
-function rawPathOf(url: string): string {
-  const schemeEnd = url.indexOf('://');
-  const start = url.indexOf('/', schemeEnd === -1 ? 0 : schemeEnd + 3);
-  if (start === -1) return '/';
+/** The path part of a request target or URL, still percent-encoded. */
+export function rawPathOf(url: string): string {
+  let start = 0;
+  if (!url.startsWith('/')) {
+    const schemeEnd = url.indexOf('://');
+    start = url.indexOf('/', schemeEnd === -1 ? 0 : schemeEnd + 3);
+    if (start === -1) return '/';
+  }
   let end = url.length;
   for (const ch of ['?', '#']) {
     const i = url.indexOf(ch, start);

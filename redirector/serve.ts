@@ -6,7 +6,7 @@ import { layout as makeLayout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth.js';
-import { createFileHandler, honoFileServer, type FileRequest } from './files.js';
+import { createFileHandler, honoFileServer, rawPathOf, type FileRequest } from './files.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
 import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
@@ -32,7 +32,7 @@ function fileRequest(method: string, url: string, headers: http.IncomingHttpHead
   const query = q === -1 ? undefined : new URLSearchParams(url.slice(q + 1));
   return {
     method,
-    rawPath: url.replace(/[?#].*$/s, ''),
+    rawPath: rawPathOf(url),
     header: (n) => headerValue(headers[n]),
     query: (n) => query?.get(n) ?? undefined,
   };
