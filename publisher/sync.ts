@@ -8,6 +8,7 @@ import { mapLimit } from '../shared/publish/fsutil.js';
 import type { RepoState } from '../shared/publish/repo-state.js';
 import type { Source } from './sources/source.js';
 import { DigestMismatchError, type Store } from '../shared/publish/store.js';
+import { isNetworkError } from '../shared/registry/retry.js';
 
 export type FetchPolicy = 'default' | 'no-fetch' | 'force-fetch';
 
@@ -193,7 +194,9 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
         progress?.onBlobDone?.(b.digest);
         return;
       } catch (err) {
-        const retriable = err instanceof DigestMismatchError || /terminated|aborted|ECONNRESET|socket/i.test(String((err as Error).message));
+        // A body cut short or corrupted on the way: worth another GET. The client has already
+        // retried the request itself; what fails here failed after the headers.
+        const retriable = err instanceof DigestMismatchError || isNetworkError(err);
         if (!retriable || attempt >= BLOB_ATTEMPTS) {
           const what = err instanceof DigestMismatchError ? err.message : `blob ${b.digest}: ${(err as Error).message}`;
           throw new SyncError(repo.name, `${what} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
