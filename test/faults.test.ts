@@ -13,11 +13,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { generateImage } from '../scripts/gen-image.js';
 import { digestHex, parseManifest } from '../shared/oci.js';
 import { derrick } from './helpers/derrick.js';
-import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import type { FaultProxy } from './helpers/fault-proxy.js';
+import { startProxiedUpstream, type ProxiedUpstream } from './helpers/proxied-upstream.js';
 import { requireTool } from './helpers/proc.js';
-import { startRegistry, type Registry } from './helpers/registry.js';
+import type { Registry } from './helpers/registry.js';
 import { fetchManifest, seedRegistry } from './helpers/skopeo.js';
-import { tmpDir, type TmpDir } from './helpers/tmp.js';
 import { assertNoDebris, checkStore, checkTree, storeListing, type TreeState } from './helpers/tree.js';
 
 const hasTools = requireTool('docker-registry', 'fault tests are skipped') && requireTool('skopeo', 'fault tests are skipped');
@@ -26,7 +26,7 @@ const REPO = 'faulty/app';
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 describe.skipIf(!hasTools)('upstream faults', () => {
-  let tmp: TmpDir;
+  let upstream: ProxiedUpstream;
   let reg: Registry;
   let proxy: FaultProxy;
   let gen: string;
@@ -77,23 +77,15 @@ describe.skipIf(!hasTools)('upstream faults', () => {
   };
 
   beforeAll(async () => {
-    tmp = await tmpDir('derrick-faults');
-    reg = await startRegistry();
-    proxy = await startFaultProxy({ host: '127.0.0.1', port: reg.port });
-    gen = path.join(tmp.dir, 'gen');
-    root = path.join(tmp.dir, 'var');
-    cfgFile = path.join(tmp.dir, 'derrick.yaml');
+    upstream = await startProxiedUpstream('derrick-faults');
+    ({ reg, proxy, gen, root, cfgFile } = upstream);
     await pushTag('v1');
     await writeConfig();
     const r = await publish();
     expect(r.code, r.stderr).toBe(0);
     served = await checkTree(root, REPO);
   });
-  afterAll(async () => {
-    await proxy?.close();
-    await reg?.stop();
-    await tmp?.cleanup();
-  });
+  afterAll(async () => upstream?.close());
   beforeEach(() => proxy.clearRules());
 
   it('a blob that never hashes to its digest: exit 1 naming repo and digest, nothing stored', async () => {

@@ -6,11 +6,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { generateImage } from '../scripts/gen-image.js';
 import { derrick } from './helpers/derrick.js';
-import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import type { FaultProxy } from './helpers/fault-proxy.js';
+import { startProxiedUpstream, type ProxiedUpstream } from './helpers/proxied-upstream.js';
 import { requireTool, type RunningProcess } from './helpers/proc.js';
-import { startRegistry, type Registry } from './helpers/registry.js';
+import type { Registry } from './helpers/registry.js';
 import { seedRegistry } from './helpers/skopeo.js';
-import { tmpDir, type TmpDir } from './helpers/tmp.js';
 import { assertNoDebris, checkStore, checkTree, masters, startDerrick } from './helpers/tree.js';
 
 const hasTools = requireTool('docker-registry', 'overlap tests are skipped') && requireTool('skopeo', 'overlap tests are skipped');
@@ -20,7 +20,7 @@ const OTHER = 'overlap/other';
 const BLOB_DELAY_MS = 2500;
 
 describe.skipIf(!hasTools)('overlapping publishes', () => {
-  let tmp: TmpDir;
+  let upstream: ProxiedUpstream;
   let reg: Registry;
   let proxy: FaultProxy;
   let gen: string;
@@ -43,12 +43,8 @@ describe.skipIf(!hasTools)('overlapping publishes', () => {
   const blobGets = (repo: string) => proxy.count('GET', new RegExp(`^/v2/${repo}/blobs/`));
 
   beforeAll(async () => {
-    tmp = await tmpDir('derrick-overlap');
-    reg = await startRegistry();
-    proxy = await startFaultProxy({ host: '127.0.0.1', port: reg.port });
-    gen = path.join(tmp.dir, 'gen');
-    root = path.join(tmp.dir, 'var');
-    cfgFile = path.join(tmp.dir, 'derrick.yaml');
+    upstream = await startProxiedUpstream('derrick-overlap');
+    ({ reg, proxy, gen, root, cfgFile } = upstream);
     await generateImage({ layoutDir: gen, tag: 'v1', layers: [100_000, 200_000] });
     await seedRegistry(reg.host, REPO, gen, 'v1');
     await generateImage({ layoutDir: gen, tag: 'o1', layers: [5000] });
@@ -58,9 +54,7 @@ describe.skipIf(!hasTools)('overlapping publishes', () => {
   });
   afterAll(async () => {
     await Promise.all(procs.map((p) => p.stop()));
-    await proxy?.close();
-    await reg?.stop();
-    await tmp?.cleanup();
+    await upstream?.close();
   });
   beforeEach(() => proxy.clearRules());
 
