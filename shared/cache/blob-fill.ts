@@ -550,7 +550,7 @@ function createReader(f: FillState, start: number, end: number | undefined): Rea
         }
         const lim = limit();
         if (pos < lim && pos >= f.memStart && f.mem.length > 0) {
-          // Caught up with the download: hand over the received chunks themselves (no copy, no read).
+          // The bytes are in memory: hand over the received chunks themselves (no copy, no read).
           let i = chunkAt(f, pos);
           let more = true;
           while (more && pos < lim && i < f.mem.length) {
