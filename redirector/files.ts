@@ -13,10 +13,10 @@ import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { MANIFEST_DIR } from '../shared/layout.js';
 import { checkSignature } from '../shared/signing.js';
+import { FileRange } from './file-body.js';
 import { toResponse, type Reply } from './reply.js';
 
 export interface FileServerOptions {
@@ -189,44 +189,6 @@ export function parseRange(header: string | undefined, size: number): RangeResul
   return { kind: 'partial', start, end };
 }
 
-// 1 MiB reads: per-read costs (a thread-pool round trip, a buffer) dominate smaller ones; measured
-// ~35% less CPU per warm 104 MB pull than 256 KiB.
-const CHUNK = 1024 * 1024;
-
-/** Positional reads of [start, end] from an open file; closes the handle at the end or on destroy. */
-function fileReadable(fh: FileHandle, start: number, end: number): Readable {
-  let pos = start;
-  return new Readable({
-    highWaterMark: CHUNK,
-    read() {
-      const remaining = end + 1 - pos;
-      if (remaining <= 0) {
-        this.push(null);
-        return;
-      }
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, remaining));
-      fh.read(buf, 0, buf.length, pos).then(
-        ({ bytesRead }) => {
-          if (this.destroyed) return;
-          // A short body under a Content-Length it promised must cut the connection, not end.
-          if (bytesRead === 0) return this.destroy(new Error(`file shrank while being served (wanted ${remaining} more bytes)`));
-          pos += bytesRead;
-          this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
-          if (pos > end) this.push(null);
-        },
-        (err: Error) => this.destroy(err),
-      );
-    },
-    destroy(err, cb) {
-      // FileHandle.close waits for an in-flight read.
-      fh.close().then(
-        () => cb(err),
-        () => cb(err),
-      );
-    },
-  });
-}
-
 /** A request to the file server, whatever answers it (Hono, or serve's node fast path). */
 export interface FileRequest {
   method: string;
@@ -342,7 +304,7 @@ export function createFileHandler(opts: FileServerOptions): (req: FileRequest) =
       if (range.kind === 'partial') headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
       if (head || length === 0) return { status, headers, body: head ? null : '' };
       handedOff = true;
-      return { status, headers, body: fileReadable(fh, start, end) };
+      return { status, headers, body: new FileRange(fh, start, end) };
     } finally {
       if (!handedOff) await fh.close().catch(() => undefined);
     }

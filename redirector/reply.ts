@@ -2,12 +2,16 @@
 // written straight to a node:http ServerResponse on the hot path.
 import type { ServerResponse } from 'node:http';
 import { Readable, pipeline } from 'node:stream';
+import { FileRange } from './file-body.js';
 
 export interface Reply {
   status: number;
   headers: Record<string, string>;
-  /** A stream for pull-through blobs; an error mid-way must cut the client's connection. */
-  body: string | Uint8Array | Readable | null;
+  /**
+   * A stream for pull-through blobs, a file range from the embedded file server; an error
+   * mid-way must cut the client's connection.
+   */
+  body: string | Uint8Array | Readable | FileRange | null;
 }
 
 export const API_VERSION_HEADER = 'Docker-Distribution-API-Version';
@@ -17,6 +21,7 @@ export function reply(method: string, status: number, headers: Record<string, st
   // An explicit length keeps bodiless replies (redirects) off chunked encoding.
   if (body === null && status !== 304 && headers['Content-Length'] === undefined) headers['Content-Length'] = '0';
   if (method === 'HEAD' && body instanceof Readable) body.destroy();
+  if (method === 'HEAD' && body instanceof FileRange) void body.fh.close().catch(() => {});
   return { status, headers, body: method === 'HEAD' ? null : body };
 }
 
@@ -28,12 +33,17 @@ export function jsonReply(method: string, value: unknown, link?: string): Reply 
 }
 
 export function toResponse(r: Reply): Response {
-  const body = r.body instanceof Readable ? (Readable.toWeb(r.body) as ReadableStream) : r.body;
+  const stream = r.body instanceof FileRange ? r.body.toReadable() : r.body;
+  const body = stream instanceof Readable ? (Readable.toWeb(stream) as ReadableStream) : stream;
   return new Response(body, { status: r.status, headers: r.headers });
 }
 
 export function writeReply(res: ServerResponse, r: Reply): void {
   res.writeHead(r.status, r.headers);
+  if (r.body instanceof FileRange) {
+    void r.body.pipeTo(res);
+    return;
+  }
   if (r.body instanceof Readable) {
     // On a failed fill the reader errors and pipeline destroys the socket: the client sees a
     // short body, never a complete wrong one.
