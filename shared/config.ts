@@ -125,7 +125,13 @@ const upstream = z
   })
   .strict();
 
-const cache = z.object({ 'max-size': size.optional() }).strict();
+const cache = z
+  .object({
+    'max-size': size.optional(),
+    /** Memory running blob fills may keep for clients behind the download (shared by all fills). */
+    'fill-memory': size.default(256 * 1024 * 1024),
+  })
+  .strict();
 
 export const ConfigSchema = z
   .object({
@@ -136,7 +142,7 @@ export const ConfigSchema = z
     repos: z.array(repo).default([]),
     serve: serve.default(serve.parse({})),
     upstreams: z.array(upstream).default([]),
-    cache: cache.default({}),
+    cache: cache.default(cache.parse({})),
   })
   .strict()
   .superRefine((cfg, ctx) => {

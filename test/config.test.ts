@@ -29,6 +29,7 @@ const BAD: BadCase[] = [
   { name: 'bad YAML (duplicate key)', yaml: 'keep: 1\nkeep: 2\n', line: 2, key: 'invalid YAML', says: /unique/i },
   { name: 'unknown top-level key', yaml: 'root: ./var\nrepositories: []\n', line: 2, key: 'repositories', says: /unknown key "repositories"/ },
   { name: 'unknown repo key', yaml: repo(['    tagz: [v1]']), line: 4, key: 'repos[0].tagz', says: /unknown key "tagz"/ },
+  { name: 'cache.fill-memory that is not a size', yaml: 'cache:\n  fill-memory: lots\n', line: 2, key: 'cache.fill-memory', says: /"lots" is not a size/ },
   { name: 'uppercase repo name', yaml: 'repos:\n  - name: Team/App\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
   { name: '".." in a repo name', yaml: 'repos:\n  - name: team/../etc\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
   { name: 'source with an unknown transport', yaml: 'repos:\n  - name: a\n    from: http://x\n', line: 3, key: 'repos[0].from', says: /no known transport/ },
@@ -162,6 +163,8 @@ describe('parseConfig', () => {
     expect(parseConfig('grace: 1h30m\n', '/c/d.yaml', {}).grace).toBe(5_400_000);
     expect(parseConfig('grace: 0s\nkeep: 0\n', '/c/d.yaml', {})).toMatchObject({ grace: 0, keep: 0 });
     expect(parseConfig('', '/c/d.yaml', {}).repos).toEqual([]);
+    expect(cfg.cache).toEqual({ 'fill-memory': 256 * 1024 * 1024 });
+    expect(parseConfig('cache:\n  max-size: 50GiB\n  fill-memory: 64MiB\n', '/c/d.yaml', {}).cache).toEqual({ 'max-size': 50 * 1024 ** 3, 'fill-memory': 64 * 1024 ** 2 });
   });
 
   it('checks password-env against the environment it is given', () => {

@@ -79,6 +79,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     onEvict: () => o.metrics.cache.evictions.inc(),
   });
   const fills = createFillRegistry({
+    memoryBudget: o.config.cache['fill-memory'],
     storeBlobsDir: l.storeBlobsDir,
     onDone: (_d, bytes) => o.metrics.cache.upstreamBytes.inc(bytes),
     onFail: (digest, err) => o.log.warn({ digest, err: err.message }, 'upstream blob rejected'),
