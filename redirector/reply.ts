@@ -21,7 +21,6 @@ export function reply(method: string, status: number, headers: Record<string, st
   // An explicit length keeps bodiless replies (redirects) off chunked encoding.
   if (body === null && status !== 304 && headers['Content-Length'] === undefined) headers['Content-Length'] = '0';
   if (method === 'HEAD' && body instanceof Readable) body.destroy();
-  if (method === 'HEAD' && body instanceof FileRange) void body.fh.close().catch(() => {});
   return { status, headers, body: method === 'HEAD' ? null : body };
 }
 

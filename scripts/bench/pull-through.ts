@@ -159,6 +159,8 @@ interface RunningDerrick {
   host: string;
   url: string;
   child: ChildProcess;
+  /** Its derrick.yaml (root ./var beside it). */
+  config: string;
 }
 
 /** `derrick serve` with one pull-through route (`hub`) to the upstream, its root in `dir/var`. */
@@ -183,14 +185,14 @@ async function startDerrick(dir: string, upstreamUrl: string, blobs = 'embedded'
   const port = await freePort();
   // startNode's data listeners keep draining the pipes after it resolves.
   const child = track(await startNode([CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], /listening/, { ...process.env, DERRICK_LOG_LEVEL: 'warn' }));
-  return { host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, child };
+  return { host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, child, config };
 }
 
-/** nginx serving `dir/var/published` with the server block `derrick nginx-conf` prints. */
-async function startNginxFor(dir: string): Promise<{ url: string; child: ChildProcess }> {
+/** nginx serving the published tree of `config` with the server block `derrick nginx-conf` prints. */
+async function startNginxFor(config: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const { stdout } = await exec(process.execPath, [CLI, 'nginx-conf', '-c', path.join(dir, 'derrick-embedded.yaml'), '--listen', `127.0.0.1:${port}`]);
-  const ngx = path.join(dir, 'nginx');
+  const { stdout } = await exec(process.execPath, [CLI, 'nginx-conf', '-c', config, '--listen', `127.0.0.1:${port}`]);
+  const ngx = path.join(path.dirname(config), 'nginx');
   await fs.mkdir(path.join(ngx, 'tmp'), { recursive: true });
   const conf = path.join(ngx, 'nginx.conf');
   await fs.writeFile(conf, nginxMainConf(ngx, stdout, { accessLog: false }));
@@ -291,7 +293,7 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     let warmNginxMs: number | undefined;
     if (hasCommand(NGINX_BIN)) {
       await stopTracked(d.child);
-      const ngx = await startNginxFor(derrickDir);
+      const ngx = await startNginxFor(d.config);
       const dn = await startDerrick(derrickDir, upstream.url, `${ngx.url}/published`);
       await timedPull(dn.host, `hub/${last}`, scratch);
       const warmNginx: number[] = [];
