@@ -20,8 +20,14 @@ export function registerRedirectorCommands(program: Command): void {
       const { startServer } = await import('./serve.js');
       if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
       const policy = o.fetch === false ? 'Never' : o.forceFetch ? 'Always' : undefined;
-      const server = await startServer(config, { listen: o.listen, log, policy });
+      const { TlsPairError } = await import('./listener.js');
+      const server = await startServer(config, { listen: o.listen, log, policy }).catch((err: unknown) => {
+        throw err instanceof TlsPairError ? new UsageError(err.message) : err;
+      });
       console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
+      // Certificate rotation: the new pair serves new connections; open ones are left alone.
+      const onHup = () => void server.reloadTls();
+      if (config.serve.tls) process.on('SIGHUP', onHup);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           log.info({ sig }, 'shutting down');
