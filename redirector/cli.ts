@@ -46,9 +46,11 @@ export function registerRedirectorCommands(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--listen <port-or-host:port>', 'nginx listen directive')
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
+    .option('--tls', 'serve HTTPS with the certificate and key of serve.tls (listen default 443)')
     .action(async (o) => {
       const config = loadConfigOrExit(o.config);
+      if (o.tls && !config.serve.tls) throw new UsageError(`--tls: ${config.file} has no serve.tls (cert and key)`);
       const { nginxConf } = await import('./nginx-conf.js');
-      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy }));
+      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy, tls: o.tls === true }));
     });
 }
