@@ -10,6 +10,7 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoKey } from '../shared/layout.js';
 import { makeCa, makeServerCert, fingerprint256, type Pem } from './helpers/certs.js';
+import { startConnectProxy, type ConnectProxy } from './helpers/connect-proxy.js';
 import { startContainerd, type Daemons } from './helpers/daemons.js';
 import { derrick, startServe, type ServeProcess } from './helpers/derrick.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
@@ -18,6 +19,14 @@ import { makePublishedTree, type PublishedTree } from './helpers/published.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
 
 const hasTools = ['openssl', 'skopeo', 'podman', 'containerd', 'ctr', 'nginx'].every((t) => requireTool(t, 'the TLS e2e tests are skipped'));
+const hasDocker = ['dockerd', 'docker', 'unshare'].every((t) => requireTool(t, 'the docker TLS pulls are skipped'));
+/**
+ * docker counts 127.0.0.0/8 (and any name that resolves there) as an insecure registry and then
+ * skips certificate verification, so it pulls by this name instead: dockerd's private /etc/hosts
+ * maps it to a documentation address that is never dialled, and HTTPS_PROXY (a CONNECT proxy on
+ * 127.0.0.1) carries the TLS bytes to derrick.
+ */
+const DOCKER_NAME = 'derrick.test';
 
 const REPO = 'demo/hello';
 const TAG = 'latest';
@@ -75,6 +84,7 @@ describe.skipIf(!hasTools)('derrick serve over TLS', () => {
   let serve: ServeProcess;
   let wrongServe: ServeProcess;
   let daemons: Daemons;
+  let proxy: ConnectProxy | undefined;
   let digest: string;
 
   beforeAll(async () => {
@@ -110,17 +120,35 @@ describe.skipIf(!hasTools)('derrick serve over TLS', () => {
     const yaml = await fs.readFile(tree.configFile, 'utf8');
     await fs.writeFile(wrongConfigFile, yaml.replace('./tls/server.crt', untrusted.cert).replace('./tls/server.key', untrusted.key));
     // info: the SIGHUP tests read "TLS certificate reloaded" from the log.
-    [serve, wrongServe, daemons] = await Promise.all([
+    [serve, wrongServe] = await Promise.all([
       startServe(tree.configFile, { DERRICK_LOG_LEVEL: 'info' }, { tls: true }),
       startServe(wrongConfigFile, {}, { tls: true }),
-      startContainerd(false),
     ]);
+    daemons = hasDocker ? await startDockerBehindName() : await startContainerd(false);
   }, 180_000);
+
+  /** containerd + dockerd trusting `ca` for DOCKER_NAME:<port of each server>, reaching them via the proxy. */
+  async function startDockerBehindName(): Promise<Daemons> {
+    const etcDocker = path.join(tmp.dir, 'etc-docker');
+    for (const s of [serve, wrongServe]) {
+      const dir = path.join(etcDocker, 'certs.d', `${DOCKER_NAME}:${new URL(s.url).port}`);
+      await fs.mkdir(dir, { recursive: true });
+      await fs.copyFile(ca.cert, path.join(dir, 'ca.crt'));
+    }
+    const hosts = path.join(tmp.dir, 'etc-hosts');
+    await fs.writeFile(hosts, `${await fs.readFile('/etc/hosts', 'utf8')}\n192.0.2.1 ${DOCKER_NAME}\n`);
+    const routes: Record<string, number> = {};
+    for (const s of [serve, wrongServe]) routes[`${DOCKER_NAME}:${new URL(s.url).port}`] = Number(new URL(s.url).port);
+    proxy = await startConnectProxy(routes);
+    const noProxy = { NO_PROXY: undefined, no_proxy: undefined, http_proxy: undefined, https_proxy: undefined };
+    return startContainerd(true, { privateEtc: { docker: etcDocker, hosts }, env: { ...noProxy, HTTPS_PROXY: proxy.url, HTTP_PROXY: proxy.url } });
+  }
 
   afterAll(async () => {
     await serve?.stop();
     await wrongServe?.stop();
     await daemons?.stop();
+    await proxy?.close();
     await tmp?.cleanup();
   });
 
@@ -219,6 +247,33 @@ describe.skipIf(!hasTools)('derrick serve over TLS', () => {
       const r = await ctr('images', 'pull', '--hosts-dir', await hostsDir(wrongServe.host), '--platform', 'linux/amd64', `${wrongServe.host}/${REPO}:${TAG}`);
       expect(r.code).not.toBe(0);
       expect(r.stdout + r.stderr).toMatch(/x509: certificate signed by unknown authority/);
+    });
+  });
+
+  describe.skipIf(!hasDocker)('docker (dockerd with certs.d)', () => {
+    const docker = (...args: string[]) => run('/usr/bin/docker', ['-H', `unix://${daemons.dockerSock}`, ...args], { timeoutMs: 120_000 });
+    const byName = (s: ServeProcess) => `${DOCKER_NAME}:${new URL(s.url).port}`;
+
+    it('pulls with certs.d/<host:port>/ca.crt and verification on', async () => {
+      const ref = `${byName(serve)}/${REPO}:${TAG}`;
+      const r = await docker('pull', ref);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain(`Digest: ${digest}`);
+      const ids = await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref);
+      expect(ids.stdout).toContain(digest);
+      expect(proxy!.connects).toContain(byName(serve));
+    });
+
+    it('refuses a certificate from an untrusted CA, naming the certificate', async () => {
+      const r = await docker('pull', `${byName(wrongServe)}/${REPO}:${TAG}`);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/x509: certificate signed by unknown authority/);
+    });
+
+    it('(why the name: on 127.0.0.1 docker does not verify, and takes the untrusted certificate)', async () => {
+      const r = await docker('pull', `${wrongServe.host}/${REPO}:${TAG}`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`Digest: ${digest}`);
     });
   });
 
