@@ -164,6 +164,15 @@ describe.skipIf(!hasTools)('derrick serve over TLS', () => {
     expect(r.headers['docker-distribution-api-version']).toBe('registry/2.0');
   });
 
+  it('drops plain HTTP on the TLS port at once (no hang for a client probing the scheme)', async () => {
+    const started = Date.now();
+    const r = await fetch(`http://${serve.host}/v2/`, { signal: AbortSignal.timeout(5000) }).catch((e: Error) => e);
+    expect(r).toBeInstanceOf(Error);
+    expect(String((r as Error & { cause?: unknown }).cause ?? r)).not.toMatch(/timeout|aborted/i);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(serve.proc.alive()).toBe(true);
+  });
+
   it('redirects a blob to the embedded file server on https, on the same host and port', async () => {
     const blob = tree.images.get(`${REPO}:${TAG}`)!.blobs.at(-1)!;
     const r = await httpsGet(`${serve.url}/v2/${REPO}/blobs/${blob}`, caPem);
