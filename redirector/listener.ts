@@ -45,10 +45,21 @@ export async function readTlsPair(files: TlsFiles): Promise<{ cert: Buffer; key:
 }
 
 /**
+ * How long a TLS client may take from connect to a finished handshake. The HTTP timeouts only
+ * start after it, and node's default (120 s) lets a silent client hold a socket for two minutes;
+ * real clients finish in milliseconds.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
  * The server, without a request handler yet (add one with `server.on('request', ...)`), so a bad
  * TLS pair fails `derrick serve` before anything else has started.
  */
-export async function createListener(tlsFiles: TlsFiles | undefined, log: Logger): Promise<Listener> {
+export async function createListener(
+  tlsFiles: TlsFiles | undefined,
+  log: Logger,
+  opts: { handshakeTimeoutMs?: number } = {},
+): Promise<Listener> {
   if (!tlsFiles) {
     return {
       server: http.createServer(),
@@ -60,7 +71,11 @@ export async function createListener(tlsFiles: TlsFiles | undefined, log: Logger
     };
   }
   // No h2: node's http2 compat layer is a different server, and the clients pull fine with 1.1.
-  const server = https.createServer({ ...(await readTlsPair(tlsFiles)), ALPNProtocols: ['http/1.1'] });
+  const server = https.createServer({
+    ...(await readTlsPair(tlsFiles)),
+    ALPNProtocols: ['http/1.1'],
+    handshakeTimeout: opts.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
+  });
   return {
     server,
     scheme: 'https',
