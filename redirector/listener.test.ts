@@ -10,7 +10,7 @@ import { createLogger } from '../shared/log.js';
 import { fingerprint256, makeCa, makeServerCert, type Pem } from '../test/helpers/certs.js';
 import { requireTool } from '../test/helpers/proc.js';
 import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
-import { createListener, TLS_HANDSHAKE_TIMEOUT_MS, type Listener } from './listener.js';
+import { createListener, type Listener } from './listener.js';
 
 const hasOpenssl = requireTool('openssl', 'the listener TLS tests are skipped');
 
@@ -30,6 +30,7 @@ describe.skipIf(!hasOpenssl)('createListener with TLS', () => {
     files = { cert: path.join(tmp.dir, 'live.crt'), key: path.join(tmp.dir, 'live.key') };
     await fs.copyFile(a.cert, files.cert);
     await fs.copyFile(a.key, files.key);
+    // 300 ms instead of TLS_HANDSHAKE_TIMEOUT_MS, to keep the test short.
     listener = await createListener(files, createLogger({ level: 'silent' }), { handshakeTimeoutMs: 300 });
     listener.server.on('request', (_req, res) => res.end('ok'));
     await new Promise<void>((r) => listener.server.listen(0, '127.0.0.1', r));
@@ -49,11 +50,6 @@ describe.skipIf(!hasOpenssl)('createListener with TLS', () => {
     return fp;
   };
 
-  it('bounds the handshake by default far below node\'s 120 s', () => {
-    expect(TLS_HANDSHAKE_TIMEOUT_MS).toBeLessThanOrEqual(10_000);
-    expect(listener.scheme).toBe('https');
-  });
-
   it('closes a connection that never sends a ClientHello once the handshake timeout passes', async () => {
     const started = Date.now();
     const sock = net.connect(port, '127.0.0.1');
@@ -68,6 +64,7 @@ describe.skipIf(!hasOpenssl)('createListener with TLS', () => {
   });
 
   it('reloadTls swaps to a good pair and refuses a mismatched one', async () => {
+    expect(listener.scheme).toBe('https');
     expect(await peerFingerprint()).toBe(await fingerprint256(a.cert));
     await fs.copyFile(b.cert, files.cert);
     await fs.copyFile(b.key, files.key);
