@@ -22,7 +22,8 @@ export async function startServe(configFile: string, env: Record<string, string 
   const port = await freePort();
   const proc = startProcess(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`], { env });
   const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
-  if (opts.tls) await proc.waitForOutput(`listening on ${url}`, 15_000);
-  else await waitForHttp(`${url}/v2/`, 15_000, { proc });
+  // 30 s: on the shared 2-core machine under a load of 20+, a start took more than 15 s.
+  if (opts.tls) await proc.waitForOutput(`listening on ${url}`, 30_000);
+  else await waitForHttp(`${url}/v2/`, 30_000, { proc });
   return { url, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop() };
 }
