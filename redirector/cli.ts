@@ -20,8 +20,14 @@ export function registerRedirectorCommands(program: Command): void {
       const { startServer } = await import('./serve.js');
       if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
       const policy = o.fetch === false ? 'Never' : o.forceFetch ? 'Always' : undefined;
-      const server = await startServer(config, { listen: o.listen, log, policy });
+      const { TlsPairError } = await import('./listener.js');
+      const server = await startServer(config, { listen: o.listen, log, policy }).catch((err: unknown) => {
+        throw err instanceof TlsPairError ? new UsageError(err.message) : err;
+      });
       console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
+      // Certificate rotation: the new pair serves new connections; open ones are left alone.
+      const onHup = () => void server.reloadTls();
+      if (config.serve.tls) process.on('SIGHUP', onHup);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           log.info({ sig }, 'shutting down');
@@ -40,9 +46,11 @@ export function registerRedirectorCommands(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--listen <port-or-host:port>', 'nginx listen directive')
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
+    .option('--tls', 'serve HTTPS with the certificate and key of serve.tls (listen default 443)')
     .action(async (o) => {
       const config = loadConfigOrExit(o.config);
+      if (o.tls && !config.serve.tls) throw new UsageError(`--tls: ${config.file} has no serve.tls (cert and key)`);
       const { nginxConf } = await import('./nginx-conf.js');
-      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy }));
+      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy, tls: o.tls === true }));
     });
 }

@@ -142,6 +142,45 @@ describe('nginxConf', () => {
   });
 });
 
+describe('nginxConf with tls', () => {
+  let tmp: TmpDir;
+  let tlsConfig: Config;
+  beforeAll(async () => {
+    tmp = await tmpDir('derrick-nginx-conf-tls');
+    // parseConfig checks that the files are readable; nginxConf only names them.
+    await fs.mkdir(path.join(tmp.dir, 'pki'));
+    await fs.writeFile(path.join(tmp.dir, 'pki', 'server.crt'), 'cert');
+    await fs.writeFile(path.join(tmp.dir, 'pki', 'server.key'), 'key');
+    const yaml = ['root: ./var', 'serve:', '  tls:', '    cert: pki/server.crt', '    key: ./pki/server.key'].join('\n');
+    tlsConfig = parseConfig(yaml + '\n', path.join(tmp.dir, 'derrick.yaml'));
+  });
+  afterAll(async () => {
+    await tmp?.cleanup();
+  });
+
+  it('listens with ssl on 443 by default and names serve.tls cert and key (resolved against the config file)', () => {
+    const conf = nginxConf(tlsConfig, { tls: true });
+    expect(conf).toContain('listen 443 ssl;');
+    expect(conf).toContain(`ssl_certificate "${path.join(tmp.dir, 'pki', 'server.crt')}";`);
+    expect(conf).toContain(`ssl_certificate_key "${path.join(tmp.dir, 'pki', 'server.key')}";`);
+    expect(conf).toContain('ssl_protocols TLSv1.2 TLSv1.3;');
+    expect(nginxConf(tlsConfig, { tls: true, listen: '127.0.0.1:8443' })).toContain('listen 127.0.0.1:8443 ssl;');
+  });
+
+  it('keeps the same locations as the plain server block', () => {
+    const strip = (c: string) => c.split('\n').filter((l) => !/^\s*(listen|ssl_|# nginx re-reads)/.test(l)).join('\n');
+    expect(strip(nginxConf(tlsConfig, { tls: true }))).toBe(strip(nginxConf(tlsConfig)));
+  });
+
+  it('proxies /v2/ over https, since derrick serve with serve.tls speaks only TLS', () => {
+    expect(block(nginxConf(tlsConfig, { proxy: '127.0.0.1:5000' }), '/v2/')).toContain('proxy_pass https://127.0.0.1:5000;');
+  });
+
+  it('refuses --tls without serve.tls, naming the config file', () => {
+    expect(() => nginxConf(config('/srv/derrick'), { tls: true })).toThrow(/--tls needs serve\.tls .* \/srv\/derrick\/derrick\.yaml/);
+  });
+});
+
 const hasNginx = requireTool('nginx', 'nginx -t of the generated config is skipped');
 
 describe.skipIf(!hasNginx)('nginx -t', () => {

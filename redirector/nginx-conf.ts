@@ -40,6 +40,21 @@ export interface NginxConfOptions {
   env?: NodeJS.ProcessEnv;
   /** server_name (default `_`). */
   serverName?: string;
+  /** Serve HTTPS with serve.tls's certificate and key (`listen ... ssl`, default port 443). */
+  tls?: boolean;
+}
+
+/** The TLS lines of the server block: the certificate and key that `derrick serve` uses too. */
+function tlsDirectives(config: Config): string[] {
+  const t = config.serve.tls;
+  if (!t) throw new Error(`--tls needs serve.tls (cert and key) in ${config.file ?? 'derrick.yaml'}`);
+  return [
+    `ssl_certificate ${quote(t.cert, 'serve.tls.cert')};`,
+    `ssl_certificate_key ${quote(t.key, 'serve.tls.key')};`,
+    'ssl_protocols TLSv1.2 TLSv1.3;',
+    'ssl_session_cache shared:derrick_tls:10m;',
+    '# nginx re-reads both files on reload (nginx -s reload), as derrick serve does on SIGHUP.',
+  ];
 }
 
 export const DEFAULT_NGINX_PREFIX = '/published';
@@ -76,7 +91,7 @@ interface Area {
 export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
   const prefix = (opts.prefix ?? DEFAULT_NGINX_PREFIX).replace(/\/+$/, '');
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix)) throw new Error(`prefix "${opts.prefix}" must be a path like /published`);
-  const listen = opts.listen ?? '80';
+  const listen = opts.listen ?? (opts.tls ? '443' : '80');
   if (!/^(\S+:)?\d{1,5}$/.test(listen) || /[;{}"'$\s]/.test(listen)) throw new Error(`listen "${listen}" must be PORT or HOST:PORT`);
   if (opts.proxy !== undefined && !/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(opts.proxy)) {
     throw new Error(`proxy "${opts.proxy}" must be HOST:PORT`);
@@ -135,7 +150,8 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
   w(0, `# Serves ${publishedDir} at ${prefix}/ like the embedded file server of \`derrick serve\`.`);
   if (secret !== undefined) w(0, '# Contains the URL signing secret: keep this file private (mode 0600).');
   w(0, 'server {');
-  w(1, `listen ${listen};`);
+  w(1, `listen ${listen}${opts.tls ? ' ssl' : ''};`);
+  if (opts.tls) for (const line of tlsDirectives(config)) w(1, line);
   w(1, `server_name ${serverName};`);
   w(1, 'server_tokens off;');
   w(1, 'charset off;');
@@ -174,7 +190,8 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
   if (opts.proxy) {
     w(1, '# The Registry v2 API: derrick serve.');
     w(1, 'location /v2/ {');
-    w(2, `proxy_pass http://${opts.proxy};`);
+    // With serve.tls, derrick serve speaks only HTTPS (nginx does not verify its certificate).
+    w(2, `proxy_pass ${config.serve.tls ? 'https' : 'http'}://${opts.proxy};`);
     w(2, 'proxy_http_version 1.1;');
     w(2, 'proxy_set_header Connection "";');
     w(2, 'proxy_set_header Host $http_host;');

@@ -8,6 +8,7 @@ import { createApp } from './app.js';
 import { createAuthenticator } from './auth.js';
 import { createFileHandler, honoFileServer, rawPathOf, type FileRequest } from './files.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
+import { createListener } from './listener.js';
 import { createMetrics } from './metrics.js';
 import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
 import type { Policy } from './pull-through/routes.js';
@@ -20,6 +21,8 @@ export interface RunningServer {
   port: number;
   index: RepoIndex;
   pullThrough?: PullThrough;
+  /** SIGHUP: re-reads serve.tls's certificate and key; false (and logged) when the old pair stays. */
+  reloadTls(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -55,6 +58,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   const l = makeLayout(config.root);
   const metrics = createMetrics();
   const { log } = opts;
+  const { server, scheme, reloadTls } = await createListener(s.tls, log);
   const index = await createRepoIndex({
     layout: l,
     craneData: s['crane-data'],
@@ -95,7 +99,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   });
   const hono = getRequestListener(app.fetch);
   // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith('/v2/') || url === '/v2' || url.startsWith('/v2?')) {
       const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress });
@@ -116,7 +120,8 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
       return;
     }
     void hono(req, res);
-  });
+  };
+  server.on('request', handler);
   const { host, port } = splitListen(opts.listen ?? s.listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -129,10 +134,11 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   const addr = server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`,
+    url: `${scheme}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`,
     port: boundPort,
     index,
     pullThrough,
+    reloadTls,
     close: async () => {
       await pullThrough?.committer.idle();
       await pullThrough?.accessLog.flush();

@@ -107,6 +107,8 @@ const serve = z
     'crane-data': z.string().optional(),
     'anonymous': z.boolean().default(true),
     'rescan-interval': duration.default(30_000),
+    /** PEM files: `derrick serve` speaks HTTPS (HTTP/1.1) with them; re-read on SIGHUP. */
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
   })
   .strict();
 
@@ -232,9 +234,17 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   if (cfg.serve.signing && env[cfg.serve.signing['secret-env']] === undefined) {
     missing.push(`${file}:${lineOf(['serve', 'signing', 'secret-env'])}: serve.signing.secret-env: environment variable ${cfg.serve.signing['secret-env']} is not set`);
   }
-  if (missing.length) throw new ConfigError(missing.join('\n'), file);
   // Relative paths resolve against the config file's directory, not the cwd of cron.
   const resolve = (p: string) => path.resolve(dir, p);
+  const tls = cfg.serve.tls && { cert: resolve(cfg.serve.tls.cert), key: resolve(cfg.serve.tls.key) };
+  if (tls) {
+    // Checked now, so a typo exits 2 at start instead of failing the first handshake.
+    for (const k of ['cert', 'key'] as const) {
+      const problem = unreadable(tls[k]);
+      if (problem) missing.push(`${file}:${lineOf(['serve', 'tls', k])}: serve.tls.${k}: cannot read ${tls[k]} (${problem})`);
+    }
+  }
+  if (missing.length) throw new ConfigError(missing.join('\n'), file);
   return {
     ...cfg,
     file,
@@ -247,8 +257,19 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       ...cfg.serve,
       htpasswd: cfg.serve.htpasswd ? resolve(cfg.serve.htpasswd) : undefined,
       'crane-data': cfg.serve['crane-data'] ? resolve(cfg.serve['crane-data']) : undefined,
+      tls,
     },
   };
+}
+
+/** Why a file can't be read (an error code, or "a directory"), or undefined when it can. */
+function unreadable(file: string): string | undefined {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+    return fs.statSync(file).isFile() ? undefined : 'not a regular file';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
 }
 
 export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env): Config {

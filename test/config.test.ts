@@ -55,6 +55,9 @@ const BAD: BadCase[] = [
   { name: 'serve.redirect-status: 301', yaml: 'serve:\n  listen: 127.0.0.1:5000\n  redirect-status: 301\n', line: 3, key: 'serve.redirect-status', says: /./ },
   { name: 'serve.blobs: ftp://x', yaml: 'serve:\n  blobs: "ftp://x"\n', line: 2, key: 'serve.blobs', says: /./ },
   { name: 'repos is not a list', yaml: 'repos:\n  team/app: oci:./x\n', line: 2, key: 'repos', says: /array/i },
+  { name: 'serve.tls.cert that does not exist', yaml: 'serve:\n  tls:\n    cert: ./no-such.crt\n    key: ./bad-0.yaml\n', line: 3, key: 'serve.tls.cert', says: /cannot read \/.*\/no-such\.crt \(ENOENT\)/ },
+  { name: 'serve.tls.key that is a directory', yaml: 'serve:\n  tls:\n    cert: ./bad-0.yaml\n    key: .\n', line: 4, key: 'serve.tls.key', says: /cannot read \/.* \(not a regular file\)/ },
+  { name: 'serve.tls without a key', yaml: 'serve:\n  tls:\n    cert: ./bad-0.yaml\n', line: 3, key: 'serve.tls.key', says: /./ },
   { name: 'tls-verify is not a boolean', yaml: repo(['    tls-verify: "no"']), line: 4, key: 'repos[0].tls-verify', says: /boolean/i },
 ];
 

@@ -23,7 +23,23 @@ export interface Daemons {
   stop(): Promise<void>;
 }
 
-export async function startContainerd(withDocker: boolean): Promise<Daemons> {
+export interface DockerdOptions {
+  /**
+   * Run dockerd in a private mount namespace (`unshare -m`) with these bind-mounted over
+   * /etc/docker (certs.d/<host:port>/ca.crt; dockerd has no flag to move it) and /etc/hosts.
+   */
+  privateEtc?: { docker: string; hosts: string };
+  /** Extra environment for dockerd (e.g. HTTPS_PROXY). */
+  env?: Record<string, string | undefined>;
+}
+
+/** argv that runs dockerd with the private /etc mounts; the pid stays dockerd's (exec). */
+function inPrivateEtc(etc: { docker: string; hosts: string }, dockerd: string[]): [string, string[]] {
+  const script = 'mount --bind "$1" /etc/docker && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"';
+  return ['unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', etc.docker, etc.hosts, ...dockerd]];
+}
+
+export async function startContainerd(withDocker: boolean, dockerOpts: DockerdOptions = {}): Promise<Daemons> {
   const tmp = await tmpDir('derrick-ctd');
   const d = tmp.dir;
   const containerdSock = path.join(d, 'ctd.sock');
@@ -41,11 +57,14 @@ export async function startContainerd(withDocker: boolean): Promise<Daemons> {
     await waitForSocket(containerdSock, ctd, 20_000);
     if (!withDocker) return { containerdSock, stop };
     const dockerSock = path.join(d, 'docker.sock');
-    const dockerd = startProcess('/usr/sbin/dockerd', [
+    const dockerdArgv = [
+      '/usr/sbin/dockerd',
       '--data-root', `${d}/docker-data`, '--exec-root', `${d}/docker-exec`, '--pidfile', `${d}/docker.pid`,
       '-H', `unix://${dockerSock}`, '--containerd', containerdSock, '--storage-driver', 'vfs',
       '--iptables=false', '--ip6tables=false', '--ip-masq=false', '--bridge=none',
-    ]);
+    ];
+    const [cmd, args] = dockerOpts.privateEtc ? inPrivateEtc(dockerOpts.privateEtc, dockerdArgv) : [dockerdArgv[0]!, dockerdArgv.slice(1)];
+    const dockerd = startProcess(cmd, args, { env: dockerOpts.env });
     procs.push(dockerd);
     await waitForSocket(dockerSock, dockerd, 30_000);
     await dockerd.waitForOutput('API listen on', 30_000);

@@ -17,10 +17,13 @@ export interface ServeProcess {
   stop(): Promise<void>;
 }
 
-export async function startServe(configFile: string, env: Record<string, string | undefined> = {}): Promise<ServeProcess> {
+/** `tls`: the config has serve.tls, so the server speaks HTTPS (readiness is its "listening" line). */
+export async function startServe(configFile: string, env: Record<string, string | undefined> = {}, opts: { tls?: boolean } = {}): Promise<ServeProcess> {
   const port = await freePort();
   const proc = startProcess(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`], { env });
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/v2/`, 15_000, { proc });
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  // 30 s: on the shared 2-core machine under a load of 20+, a start took more than 15 s.
+  if (opts.tls) await proc.waitForOutput(`listening on ${url}`, 30_000);
+  else await waitForHttp(`${url}/v2/`, 30_000, { proc });
   return { url, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop() };
 }
