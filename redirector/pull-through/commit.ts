@@ -13,6 +13,7 @@ import { fsyncDir, readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import type { Store } from '../../shared/publish/store.js';
 import { parseRedirectFile } from '../../shared/redirect-file.js';
 import { committedState, type CacheRepo } from './cache-repo.js';
+import type { Proofs } from './provenance.js';
 
 export interface Committer {
   /** Publishes the repo soon; calls within the debounce window coalesce. */
@@ -35,6 +36,8 @@ export interface CommitterOptions {
   publishedUrl?: string;
   debounceMs?: number;
   log: Logger;
+  /** Confirms blobs at the upstream before they are published, and keeps the record of it. */
+  proofs: Pick<Proofs, 'checkAll' | 'save' | 'drop'>;
   onEvict?(repo: string, tag: string): void;
 }
 
@@ -90,12 +93,16 @@ export function createCommitter(o: CommitterOptions): Committer {
       await fsyncDir(path.dirname(link)).catch(() => {});
     }
     await fs.rm(l.repoState(name), { force: true });
+    await o.proofs.drop(name);
   };
 
   const publish = async (name: string): Promise<void> => {
     const repo = o.repos.get(name);
     if (!repo) return;
     const present = await presentSet(repo);
+    // A blob the store holds for another repo's sake is published here only once this repo's
+    // upstream confirms it has it (invariant 9).
+    await o.proofs.checkAll(repo, [...present].filter((d) => !repo.proven.has(d)));
     const state = committedState(repo, (d) => present.has(d));
     const lock = await acquireLock(l.repoLock(name), `repo ${name}`, 60_000);
     try {
@@ -104,6 +111,8 @@ export function createCommitter(o: CommitterOptions): Committer {
         committed.delete(name);
         return;
       }
+      // Proofs first: a state on disk never names a blob without its proof on disk.
+      await o.proofs.save(repo);
       await writeRepoState(l, state);
       const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl });
       committed.set(name, state);
