@@ -222,6 +222,11 @@ describe.skipIf(!hasTools)('pull-through cache under hostile input (real docker-
           expectNoProtectedBytes(r, `${method} ${name}`);
         }
       }
+      // The protected manifest is not served by digest either: the upstream does not have it.
+      const byDigest = await getManifest(serve.url, repo, M);
+      expect(byDigest.status, byDigest.text).toBe(404);
+      expect(errorCode(byDigest)).toBe('MANIFEST_UNKNOWN');
+      expectNoProtectedBytes(byDigest, 'manifest M by digest');
       // The doubt was settled upstream (HEAD), never by fetching the blob there.
       expect(proxy.count('HEAD', new RegExp(`^/v2/evil/plain/blobs/${L}$`))).toBeGreaterThan(0);
 

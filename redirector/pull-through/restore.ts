@@ -6,7 +6,9 @@
 // and a blob that only this repo names came into the store through this repo's own fill. A blob
 // another repo also names may be that repo's (a protected layer a hostile manifest pointed at):
 // it is confirmed at the upstream before it is served, and the repo is committed again at start,
-// so a tag whose blob the upstream lacks is unpublished. No republish by hand is needed.
+// so a tag whose blob the upstream lacks is unpublished. No republish by hand is needed. The
+// decision is recorded at once, so only the first start after the upgrade reads other repos'
+// states: serve's start-up cost stays independent of the published catalog.
 import type { Layout } from '../../shared/layout.js';
 import { repoNameFromKey } from '../../shared/layout.js';
 import type { Logger } from '../../shared/log.js';
@@ -31,29 +33,39 @@ export interface RestoreOptions {
 /** Fills `repos`; returns the names whose published blobs are not all proven (to commit again). */
 export async function restoreCacheRepos(o: RestoreOptions): Promise<string[]> {
   const l = o.layout;
-  const states: RepoState[] = [];
-  /** digest -> how many repo states name it (as a blob or a manifest). */
-  const namedBy = new Map<string, number>();
-  for (const f of await readdirOrEmpty(l.repoStateDir)) {
-    if (!f.endsWith('.json')) continue;
-    const state = await readRepoState(l, repoNameFromKey(f.slice(0, -5))).catch((err: Error) => {
+  const read = (f: string) =>
+    readRepoState(l, repoNameFromKey(f.slice(0, -5))).catch((err: Error) => {
       o.log.warn({ file: f, err: err.message }, 'unreadable repo state');
       return undefined;
     });
-    if (!state) continue;
-    for (const d of new Set([...Object.keys(state.blobs), ...Object.keys(state.manifests)])) namedBy.set(d, (namedBy.get(d) ?? 0) + 1);
-    states.push(state);
+  const files = (await readdirOrEmpty(l.repoStateDir)).filter((f) => f.endsWith('.json'));
+  const cached = new Map<string, { state: RepoState; m: RouteMatch; recorded: Set<string> | undefined }>();
+  for (const f of files) {
+    const m = o.match(repoNameFromKey(f.slice(0, -5)));
+    if (!m) continue;
+    const state = await read(f);
+    if (state) cached.set(f, { state, m, recorded: await o.proofs.load(state.name, m) });
+  }
+  // Only state from before proofs needs the other repos' states: read them once, at the upgrade.
+  const namedBy = new Map<string, number>();
+  if ([...cached.values()].some((c) => !c.recorded)) {
+    for (const f of files) {
+      const state = cached.get(f)?.state ?? (o.match(repoNameFromKey(f.slice(0, -5))) ? undefined : await read(f));
+      if (!state) continue;
+      for (const d of new Set([...Object.keys(state.blobs), ...Object.keys(state.manifests)])) namedBy.set(d, (namedBy.get(d) ?? 0) + 1);
+    }
   }
   const recommit: string[] = [];
-  for (const state of states) {
-    const m = o.match(state.name);
-    if (!m) continue;
+  for (const { state, m, recorded } of cached.values()) {
     const bytes = new Map<string, Buffer>();
     for (const d of Object.keys(state.manifests)) bytes.set(d, await o.store.read(d).catch(() => Buffer.alloc(0)));
     const repo = cacheRepoFromState(state, m.upstreamRepo, (d) => (bytes.get(d)?.length ? bytes.get(d) : undefined));
-    const recorded = await o.proofs.load(state.name, m);
     if (recorded) for (const d of recorded) repo.proven.add(d);
-    else for (const d of Object.keys(state.blobs)) if (namedBy.get(d) === 1) repo.proven.add(d);
+    else {
+      for (const d of Object.keys(state.blobs)) if (namedBy.get(d) === 1) repo.proven.add(d);
+      // Recorded now, so that later starts need not read every repo's state again.
+      await o.proofs.save(repo);
+    }
     const doubtful = Object.keys(state.blobs).filter((d) => !repo.proven.has(d));
     if (doubtful.length) {
       o.log.warn({ repo: state.name, blobs: doubtful.length, recorded: !!recorded }, 'cached blobs not proven for this repo; confirming them at the upstream');
