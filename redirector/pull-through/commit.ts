@@ -62,6 +62,12 @@ async function referencedElsewhere(l: Layout): Promise<Set<string>> {
   return refs;
 }
 
+/** Whether two states name the same manifests and blobs. */
+function sameObjects(a: RepoState, b: RepoState): boolean {
+  const keys = (s: RepoState) => [...Object.keys(s.manifests), '|', ...Object.keys(s.blobs)].join(' ');
+  return keys(a) === keys(b);
+}
+
 export function createCommitter(o: CommitterOptions): Committer {
   const l = o.layout;
   const timers = new Map<string, NodeJS.Timeout>();
@@ -114,7 +120,11 @@ export function createCommitter(o: CommitterOptions): Committer {
       // Proofs first: a state on disk never names a blob without its proof on disk.
       await o.proofs.save(repo);
       await writeRepoState(l, state);
-      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl });
+      // Same tags but more objects (an index's children completed after its first commit): the
+      // publish must be rebuilt, or the children stay unpublished ("unchanged" compares tags).
+      const before = committed.get(name);
+      const grew = !!before && !sameObjects(before, state);
+      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl, republish: grew });
       committed.set(name, state);
       const plan = await planRetention(l, name, o.keep, o.graceMs, new Date());
       await removeAll(plan.remove.map((x) => l.master(name, x.master)));
