@@ -12,7 +12,7 @@ import { RepoStateSchema, writeRepoState, type RepoState } from '../../shared/pu
 import { fsyncDir, readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import type { Store } from '../../shared/publish/store.js';
 import { parseRedirectFile } from '../../shared/redirect-file.js';
-import { committedState, type CacheRepo } from './cache-repo.js';
+import { committedState, isForeign, type CacheRepo } from './cache-repo.js';
 import type { Proofs } from './provenance.js';
 
 export interface Committer {
@@ -78,7 +78,8 @@ export function createCommitter(o: CommitterOptions): Committer {
     const digests = new Set<string>();
     for (const [d, m] of repo.manifests) {
       digests.add(d);
-      for (const b of m.blobs) digests.add(b.digest);
+      // A foreign layer is left to its URLs: never published, so never confirmed upstream.
+      for (const b of m.blobs) if (!isForeign(b)) digests.add(b.digest);
     }
     const present = new Set<string>();
     await Promise.all([...digests].map(async (d) => (await o.store.has(d)) && present.add(d)));
