@@ -611,5 +611,21 @@ describe.skipIf(!hasTools)('pull-through cache under hostile input (real docker-
         await s.stop();
       }
     });
+
+    it('the proof outlives a restart: under --no-fetch the confirmed shared layer is a static redirect, with zero upstream requests', async () => {
+      const s = await startPtServe(cfgFile, ['--no-fetch']);
+      try {
+        const before = upstreamCount();
+        const shared = await rawRequest(s.url, `/v2/hub/shared/app/blobs/${L}`);
+        expect(shared.status, shared.text).toBe(307);
+        const evil = await rawRequest(s.url, `/v2/hub/evil/plain/blobs/${L}`);
+        expect(evil.status, evil.text).toBe(404);
+        expectNoProtectedBytes(evil, 'hub/evil/plain L after the restart');
+        await sleep(300);
+        expect(upstreamCount() - before).toBe(0);
+      } finally {
+        await s.stop();
+      }
+    });
   });
 });
