@@ -121,11 +121,11 @@ export function createCommitter(o: CommitterOptions): Committer {
       // Proofs first: a state on disk never names a blob without its proof on disk.
       await o.proofs.save(repo);
       await writeRepoState(l, state);
-      // Same tags but more objects (an index's children completed after its first commit): the
+      // Same tags but other objects (an index whose children completed after its first commit): the
       // publish must be rebuilt, or the children stay unpublished ("unchanged" compares tags).
       const before = committed.get(name);
-      const grew = !!before && !sameObjects(before, state);
-      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl, republish: grew });
+      const objectsChanged = !!before && !sameObjects(before, state);
+      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl, republish: objectsChanged });
       committed.set(name, state);
       const plan = await planRetention(l, name, o.keep, o.graceMs, new Date());
       await removeAll(plan.remove.map((x) => l.master(name, x.master)));
