@@ -9,6 +9,11 @@ export interface Page {
   link?: string;
 }
 
+/** Throws PAGINATION_NUMBER_INVALID unless `n` is absent, empty or a non-negative integer. */
+export function checkPageSize(n: string | undefined): void {
+  if (n !== undefined && n !== '' && !/^\d+$/.test(n)) throw errors.paginationInvalid(n);
+}
+
 /** `sorted` must be in ascending (byte) order; `last` is exclusive. */
 export function paginate(sorted: string[], n: string | undefined, last: string | undefined, path: string): Page {
   let start = 0;
@@ -23,8 +28,8 @@ export function paginate(sorted: string[], n: string | undefined, last: string |
     }
     start = lo;
   }
+  checkPageSize(n);
   if (n === undefined || n === '') return { items: sorted.slice(start) };
-  if (!/^\d+$/.test(n)) throw errors.paginationInvalid(n);
   const count = Math.min(Number(n), MAX_PAGE);
   const items = sorted.slice(start, start + count);
   if (count === 0 || start + count >= sorted.length) return { items };

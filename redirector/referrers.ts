@@ -5,7 +5,12 @@ import type { IndexedRepo } from './index.js';
 import { reply, type Reply } from './reply.js';
 
 export function referrersResponse(repo: IndexedRepo, digest: string, artifactType: string | undefined, method: string): Reply {
-  let manifests: Descriptor[] = repo.referrers[digest] ?? [];
+  return referrersIndexReply(repo.referrers[digest] ?? [], artifactType, method);
+}
+
+/** The referrers index of these descriptors, filtered by artifactType when one is asked for. */
+export function referrersIndexReply(descriptors: Descriptor[], artifactType: string | undefined, method: string): Reply {
+  let manifests = descriptors;
   const headers: Record<string, string> = { 'Content-Type': MediaType.ociIndex };
   if (artifactType) {
     manifests = manifests.filter((m) => m.artifactType === artifactType);

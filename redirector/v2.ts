@@ -183,11 +183,12 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
-          // Committed blobs take the static path; the rest come through the cache.
+          // Committed blobs this repo's upstream was seen to have take the static path; the
+          // rest come through the cache, which confirms them first (design invariant 9).
           const cached = index.get(p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
           if (!o.anonymous) requireAuth(req);
-          if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
+          if (!version || !o.pullThrough!.proven(p.name!, p.ref!)) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
         }
         const repo = lookup(req, p.name!);
         const digest = p.ref!;
@@ -226,6 +227,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         return jsonReply(method, { name: repo.name, tags: page.items }, page.link);
       }
       case 'referrers': {
+        checkName(p.name!);
+        const pt = o.pullThrough?.match(p.name!);
+        if (pt) {
+          if (!o.anonymous) requireAuth(req);
+          if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
+          return o.pullThrough!.referrers({ method, accept: null }, p.name!, p.ref!, query.get('artifactType') ?? undefined);
+        }
         const repo = lookup(req, p.name!);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         return referrersResponse(repo, p.ref!, query.get('artifactType') ?? undefined, method);

@@ -124,6 +124,8 @@ const upstream = z
     policy: z.enum(['Never', 'Always', 'IfNotPresent']).default('IfNotPresent'),
     'stale-on-error': z.boolean().default(true),
     concurrency: z.number().int().min(1).max(64).default(4),
+    /** How long a client waits for an upstream answer before it is a failure (stale-on-error applies). */
+    timeout: duration.default(30_000),
   })
   .strict();
 

@@ -70,6 +70,8 @@ export interface Layout {
   repoStateDir: string;
   /** When each cached tag was last pulled (pull-through LRU), kept across serve restarts. */
   cacheAccessFile: string;
+  /** Pull-through: per cached repo, the digests its upstream was seen to have (design invariant 9). */
+  cacheProofDir: string;
   locksDir: string;
   publishedDir: string;
   masterRoot: string;
@@ -77,6 +79,7 @@ export interface Layout {
   appDir: string;
   storeBlob(digest: string): string;
   repoState(name: string): string;
+  cacheProof(name: string): string;
   repoLock(name: string): string;
   storeLock: string;
   masterDir(name: string): string;
@@ -103,6 +106,7 @@ export function layout(root: string): Layout {
     storeBlobsDir,
     repoStateDir,
     cacheAccessFile: path.join(storeDir, 'cache-access.json'),
+    cacheProofDir: path.join(storeDir, 'cache-proof'),
     locksDir,
     publishedDir,
     masterRoot,
@@ -110,6 +114,7 @@ export function layout(root: string): Layout {
     appDir,
     storeBlob: (digest) => path.join(storeBlobsDir, digestHex(digest)),
     repoState: (name) => path.join(repoStateDir, `${repoKey(name)}.json`),
+    cacheProof: (name) => path.join(storeDir, 'cache-proof', `${repoKey(name)}.json`),
     repoLock: (name) => path.join(locksDir, `repo-${repoKey(name)}.lock`),
     storeLock: path.join(locksDir, 'store.lock'),
     masterDir: (name) => path.join(masterRoot, repoKey(name)),

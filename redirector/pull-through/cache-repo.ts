@@ -1,5 +1,6 @@
 // What the cache knows of one cached repo: tags with the time they were last confirmed upstream,
-// manifests it fetched, and when each tag was last pulled (for LRU eviction).
+// manifests it fetched, the digests its upstream was seen to have, and when each tag was last
+// pulled (for LRU eviction).
 import type { Descriptor } from '../../shared/oci.js';
 import { parseManifest } from '../../shared/oci.js';
 import type { ManifestEntry } from '../../shared/redirect-file.js';
@@ -11,6 +12,7 @@ export interface CachedManifest extends ManifestEntry {
   blobs: Descriptor[];
   subject?: Descriptor;
   artifactType?: string;
+  annotations?: Record<string, string>;
 }
 
 export interface CacheRepo {
@@ -18,12 +20,18 @@ export interface CacheRepo {
   upstreamRepo: string;
   tags: Map<string, { digest: string; checkedAt: number }>;
   manifests: Map<string, CachedManifest>;
+  /**
+   * Digests this repo's own upstream was seen to have: fetched from it (manifests, fills it
+   * started) or confirmed by a HEAD there. Only these are served or published (invariant 9):
+   * a blob in the shared store may be there for another repo's sake.
+   */
+  proven: Set<string>;
   /** tag -> last pull; the eviction order. */
   access: Map<string, number>;
 }
 
 export function newCacheRepo(name: string, upstreamRepo: string): CacheRepo {
-  return { name, upstreamRepo, tags: new Map(), manifests: new Map(), access: new Map() };
+  return { name, upstreamRepo, tags: new Map(), manifests: new Map(), proven: new Set(), access: new Map() };
 }
 
 export function cachedManifest(bytes: Buffer, mediaType: string): CachedManifest {
@@ -32,40 +40,64 @@ export function cachedManifest(bytes: Buffer, mediaType: string): CachedManifest
   if (parsed.manifests.length) m.children = parsed.manifests.map((c) => ({ digest: c.digest, ...(c.platform ? { platform: { ...c.platform } } : {}) }));
   if (parsed.subject) m.subject = parsed.subject;
   if (parsed.artifactType) m.artifactType = parsed.artifactType;
+  if (parsed.annotations && typeof parsed.annotations === 'object') m.annotations = parsed.annotations;
   return m;
 }
 
-/** The blob sizes this repo's known manifests name: the only blobs it serves from the store. */
-export function blobSize(repo: CacheRepo, digest: string): number | undefined {
-  for (const m of repo.manifests.values()) {
-    const b = m.blobs.find((x) => x.digest === digest);
-    if (b) return b.size;
-  }
-  return undefined;
+/** A manifest fetched from this repo's upstream (or its own publish): its bytes are proof. */
+export function addManifest(repo: CacheRepo, digest: string, m: CachedManifest): CachedManifest {
+  repo.manifests.set(digest, m);
+  repo.proven.add(digest);
+  return m;
 }
 
 /**
- * The publishable part: tags whose image is complete in the store. An index is published with
- * the children that are complete; a platform nobody pulled is fetched on its first request.
+ * A foreign (non-distributable) layer: its descriptor lists `urls`, and the client fetches it
+ * from there. The cache neither fills nor publishes it.
+ */
+export function isForeign(d: Descriptor): boolean {
+  return Array.isArray(d.urls) && d.urls.length > 0;
+}
+
+/** How this repo's known manifests describe a blob: its size, or that it is only a foreign layer. */
+export function describeBlob(repo: CacheRepo, digest: string): { size?: number; foreign: boolean } {
+  let foreign = false;
+  for (const m of repo.manifests.values()) {
+    for (const b of m.blobs) {
+      if (b.digest !== digest) continue;
+      if (!isForeign(b)) return { size: b.size, foreign: false };
+      foreign = true;
+    }
+  }
+  return { foreign };
+}
+
+/**
+ * The publishable part: tags whose image is complete in the store and proven (every blob came
+ * from, or was confirmed by, this repo's upstream). Foreign layers are left out: they are not
+ * in the store and the client fetches them from their URLs. An index is published with the
+ * children that are complete; a platform nobody pulled is fetched on its first request.
  */
 export function committedState(repo: CacheRepo, inStore: (digest: string) => boolean): RepoState | undefined {
   const manifests: RepoState['manifests'] = {};
   const blobs: RepoState['blobs'] = {};
   const referrers: RepoState['referrers'] = {};
   const manifestBlobs: RepoState['manifestBlobs'] = {};
+  const ours = (b: Descriptor) => isForeign(b) || (inStore(b.digest) && repo.proven.has(b.digest));
   const complete = (digest: string): boolean => {
     const m = repo.manifests.get(digest);
     if (!m || !inStore(digest)) return false;
     if (m.children) return true;
-    return m.blobs.every((b) => inStore(b.digest));
+    return m.blobs.every(ours);
   };
   const add = (digest: string) => {
     const m = repo.manifests.get(digest)!;
     const entry: ManifestEntry = { mediaType: m.mediaType, size: m.size };
     if (m.children) entry.children = m.children;
     manifests[digest] = entry;
-    manifestBlobs[digest] = m.blobs.map((b) => b.digest);
-    for (const b of m.blobs) blobs[b.digest] = b.size;
+    const stored = m.blobs.filter((b) => !isForeign(b));
+    manifestBlobs[digest] = stored.map((b) => b.digest);
+    for (const b of stored) blobs[b.digest] = b.size;
     if (m.subject) (referrers[m.subject.digest] ??= []).push({ mediaType: m.mediaType, digest, size: m.size, ...(m.artifactType ? { artifactType: m.artifactType } : {}) });
     for (const c of m.children ?? []) if (complete(c.digest)) add(c.digest);
   };
@@ -89,7 +121,11 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
   };
 }
 
-/** Rebuilds a cache repo from its state file after a restart: tags count as unconfirmed. */
+/**
+ * Rebuilds a cache repo from its state file after a restart: tags count as unconfirmed. Its
+ * manifests are proven (the cache only ever fetched manifests from the repo's own upstream);
+ * which blobs are proven is the caller's decision (see restore.ts).
+ */
 export function cacheRepoFromState(state: RepoState, upstreamRepo: string, readManifest: (digest: string) => Buffer | undefined): CacheRepo {
   const repo = newCacheRepo(state.name, upstreamRepo);
   const lastSync = Date.parse(state.lastSync) || 0;
@@ -98,8 +134,9 @@ export function cacheRepoFromState(state: RepoState, upstreamRepo: string, readM
     repo.access.set(tag, lastSync);
   }
   for (const [digest, m] of Object.entries(state.manifests)) {
+    repo.proven.add(digest);
     const bytes = readManifest(digest);
-    if (bytes) repo.manifests.set(digest, cachedManifest(bytes, m.mediaType));
+    if (bytes) addManifest(repo, digest, cachedManifest(bytes, m.mediaType));
   }
   return repo;
 }

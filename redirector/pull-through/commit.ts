@@ -12,7 +12,8 @@ import { RepoStateSchema, writeRepoState, type RepoState } from '../../shared/pu
 import { fsyncDir, readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import type { Store } from '../../shared/publish/store.js';
 import { parseRedirectFile } from '../../shared/redirect-file.js';
-import { committedState, type CacheRepo } from './cache-repo.js';
+import { committedState, isForeign, type CacheRepo } from './cache-repo.js';
+import type { Proofs } from './provenance.js';
 
 export interface Committer {
   /** Publishes the repo soon; calls within the debounce window coalesce. */
@@ -35,6 +36,8 @@ export interface CommitterOptions {
   publishedUrl?: string;
   debounceMs?: number;
   log: Logger;
+  /** Confirms blobs at the upstream before they are published, and keeps the record of it. */
+  proofs: Pick<Proofs, 'checkAll' | 'save' | 'drop'>;
   onEvict?(repo: string, tag: string): void;
 }
 
@@ -59,6 +62,12 @@ async function referencedElsewhere(l: Layout): Promise<Set<string>> {
   return refs;
 }
 
+/** Whether two states name the same manifests and blobs. */
+function sameObjects(a: RepoState, b: RepoState): boolean {
+  const keys = (s: RepoState) => [...Object.keys(s.manifests), '|', ...Object.keys(s.blobs)].join(' ');
+  return keys(a) === keys(b);
+}
+
 export function createCommitter(o: CommitterOptions): Committer {
   const l = o.layout;
   const timers = new Map<string, NodeJS.Timeout>();
@@ -69,7 +78,8 @@ export function createCommitter(o: CommitterOptions): Committer {
     const digests = new Set<string>();
     for (const [d, m] of repo.manifests) {
       digests.add(d);
-      for (const b of m.blobs) digests.add(b.digest);
+      // A foreign layer is left to its URLs: never published, so never confirmed upstream.
+      for (const b of m.blobs) if (!isForeign(b)) digests.add(b.digest);
     }
     const present = new Set<string>();
     await Promise.all([...digests].map(async (d) => (await o.store.has(d)) && present.add(d)));
@@ -90,12 +100,16 @@ export function createCommitter(o: CommitterOptions): Committer {
       await fsyncDir(path.dirname(link)).catch(() => {});
     }
     await fs.rm(l.repoState(name), { force: true });
+    await o.proofs.drop(name);
   };
 
   const publish = async (name: string): Promise<void> => {
     const repo = o.repos.get(name);
     if (!repo) return;
     const present = await presentSet(repo);
+    // A blob the store holds for another repo's sake is published here only once this repo's
+    // upstream confirms it has it (invariant 9).
+    await o.proofs.checkAll(repo, [...present].filter((d) => !repo.proven.has(d)));
     const state = committedState(repo, (d) => present.has(d));
     const lock = await acquireLock(l.repoLock(name), `repo ${name}`, 60_000);
     try {
@@ -104,8 +118,14 @@ export function createCommitter(o: CommitterOptions): Committer {
         committed.delete(name);
         return;
       }
+      // Proofs first: a state on disk never names a blob without its proof on disk.
+      await o.proofs.save(repo);
       await writeRepoState(l, state);
-      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl });
+      // Same tags but other objects (an index whose children completed after its first commit): the
+      // publish must be rebuilt, or the children stay unpublished ("unchanged" compares tags).
+      const before = committed.get(name);
+      const objectsChanged = !!before && !sameObjects(before, state);
+      const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl, republish: objectsChanged });
       committed.set(name, state);
       const plan = await planRetention(l, name, o.keep, o.graceMs, new Date());
       await removeAll(plan.remove.map((x) => l.master(name, x.master)));

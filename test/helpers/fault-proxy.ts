@@ -18,6 +18,8 @@ export type FaultAction =
    * (a download held in progress for as long as a test needs).
    */
   | { kind: 'stall'; ms?: number; until?: Promise<unknown> }
+  /** Read the request, then close the connection without an answer (a connection error). */
+  | { kind: 'reset' }
   /** 401 with a Basic challenge unless the request carries these credentials; then forward. */
   | { kind: 'basic-auth'; user: string; pass: string; realm?: string };
 
@@ -110,6 +112,10 @@ export async function startFaultProxy(upstream: { host: string; port: number }):
     rule.used++;
     rec.fault = a.kind;
     switch (a.kind) {
+      case 'reset':
+        req.resume();
+        req.socket.destroy();
+        return;
       case 'status':
         rec.status = a.status;
         req.resume();

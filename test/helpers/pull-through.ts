@@ -75,6 +75,8 @@ export interface RouteOptions {
   staleOnError?: boolean;
   include?: string[];
   exclude?: string[];
+  /** upstreams[].timeout, e.g. "1s". */
+  timeout?: string;
 }
 
 export interface PtConfigOptions {
@@ -84,8 +86,10 @@ export interface PtConfigOptions {
   /** cache.max-size: bytes or "50MiB". */
   maxSize?: number | string;
   /** Ordinary published repos (`derrick publish`). */
-  repos?: Array<{ name: string; from: string }>;
+  repos?: Array<{ name: string; from: string; protected?: boolean }>;
   grace?: string;
+  /** serve.htpasswd (needed when a repo is protected). */
+  htpasswd?: string;
 }
 
 export function ptConfigYaml(o: PtConfigOptions): string {
@@ -93,7 +97,10 @@ export function ptConfigYaml(o: PtConfigOptions): string {
   const lines = [`root: ${q(o.root ?? './var')}`, `grace: ${o.grace ?? '10m'}`];
   if (o.repos?.length) {
     lines.push('repos:');
-    for (const r of o.repos) lines.push(`  - name: ${r.name}`, `    from: ${q(r.from)}`);
+    for (const r of o.repos) {
+      lines.push(`  - name: ${r.name}`, `    from: ${q(r.from)}`);
+      if (r.protected) lines.push('    protected: true');
+    }
   }
   lines.push('upstreams:');
   for (const r of o.routes) {
@@ -102,9 +109,11 @@ export function ptConfigYaml(o: PtConfigOptions): string {
     if (r.staleOnError !== undefined) lines.push(`    stale-on-error: ${r.staleOnError}`);
     if (r.include) lines.push(`    include: ${JSON.stringify(r.include)}`);
     if (r.exclude) lines.push(`    exclude: ${JSON.stringify(r.exclude)}`);
+    if (r.timeout) lines.push(`    timeout: ${r.timeout}`);
   }
   if (o.maxSize !== undefined) lines.push('cache:', `  max-size: ${typeof o.maxSize === 'number' ? o.maxSize : q(o.maxSize)}`);
   lines.push('serve:', '  listen: 127.0.0.1:0');
+  if (o.htpasswd) lines.push(`  htpasswd: ${q(o.htpasswd)}`);
   return lines.join('\n') + '\n';
 }
 

@@ -13,6 +13,8 @@ export interface RegistryOptions {
   auth?: { htpasswdFile: string; realm: string };
   /** Binary to run; default /usr/bin/docker-registry. */
   bin?: string;
+  /** Accept pushed manifests whose layers carry http(s) `urls` (foreign layers); refused by default. */
+  allowForeignLayers?: boolean;
 }
 
 export interface AccessLogEntry {
@@ -64,7 +66,7 @@ export async function writeHtpasswd(dir: string, users: Record<string, string>):
   return file;
 }
 
-function registryConfig(root: string, port: number, auth?: RegistryOptions['auth']): string {
+function registryConfig(root: string, port: number, auth?: RegistryOptions['auth'], allowForeignLayers = false): string {
   const q = (s: string) => JSON.stringify(s); // JSON strings are valid YAML scalars
   const lines = [
     'version: 0.1',
@@ -87,6 +89,7 @@ function registryConfig(root: string, port: number, auth?: RegistryOptions['auth
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
   ];
+  if (allowForeignLayers) lines.push('validation:', '  manifests:', '    urls:', '      allow:', '        - "^https?://"');
   if (auth) {
     lines.push('auth:', '  htpasswd:', `    realm: ${q(auth.realm)}`, `    path: ${q(auth.htpasswdFile)}`);
   }
@@ -115,7 +118,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   // freePort() can race with another process grabbing the port; retry a couple of times.
   for (let attempt = 0; attempt < 3 && !proc; attempt++) {
     port = await freePort();
-    await fs.writeFile(configFile, registryConfig(root, port, opts.auth));
+    await fs.writeFile(configFile, registryConfig(root, port, opts.auth, opts.allowForeignLayers));
     const p = startProcess(bin, ['serve', configFile], { cwd: tmp.dir, logFile: path.join(tmp.dir, 'registry.log') });
     try {
       await waitForHttp(`http://127.0.0.1:${port}/v2/`, 15_000, { proc: p });

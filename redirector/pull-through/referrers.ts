@@ -1,0 +1,30 @@
+// GET /v2/<cache-repo>/referrers/<digest>, answered from what the cache holds: the manifests
+// this repo fetched from its upstream (in memory or in its publish) whose subject is <digest>.
+// The upstream is not asked: docker-registry 2.8 and many mirrors have no referrers API, and an
+// answer listing only what this cache has keeps it to what it can serve. An empty index, never a
+// 404, when nothing cached refers to the digest.
+import type { Descriptor } from '../../shared/oci.js';
+import { referrersIndexReply } from '../referrers.js';
+import type { Reply } from '../reply.js';
+import type { PullThroughContext, PullThroughRequest } from './context.js';
+
+export type ReferrersPath = (req: PullThroughRequest, name: string, digest: string, artifactType: string | undefined) => Reply;
+
+export function createReferrersPath(c: PullThroughContext): ReferrersPath {
+  return (req, name, digest, artifactType) => {
+    const found = new Map<string, Descriptor>();
+    for (const d of c.o.index.get(name)?.referrers[digest] ?? []) found.set(d.digest, d);
+    for (const [d, m] of c.repos.get(name)?.manifests ?? []) {
+      if (m.subject?.digest !== digest) continue;
+      found.set(d, {
+        mediaType: m.mediaType,
+        digest: d,
+        size: m.size,
+        ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+        ...(m.annotations ? { annotations: m.annotations } : {}),
+      });
+    }
+    const list = [...found.values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    return referrersIndexReply(list, artifactType, req.method);
+  };
+}
