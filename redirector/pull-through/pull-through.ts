@@ -26,7 +26,6 @@ import { isUpstreamDown, upstreamToRegistryError } from './errors.js';
 import { createRoutes, type Policy, type RouteMatch } from './routes.js';
 
 export const STALE_WARNING = '110 - "Response is Stale"';
-const UPSTREAM_TIMEOUT_MS = 30_000;
 
 export interface PullThroughRequest {
   method: string;
@@ -124,8 +123,8 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     if (!r) repos.set(name, (r = newCacheRepo(name, m.upstreamRepo)));
     return r;
   };
-  const requestOpts = (req: PullThroughRequest) => ({
-    signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+  const requestOpts = (req: PullThroughRequest, m: RouteMatch) => ({
+    signal: AbortSignal.timeout(m.route.cfg.timeout),
     headers: req.remoteAddress ? { 'X-Forwarded-For': req.remoteAddress } : undefined,
   });
 
@@ -142,7 +141,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     if (!allowFetch) return undefined;
     return once(`manifest ${repo.name}@${digest}`, async () => {
       o.metrics.cache.misses.inc();
-      const fetched = await m.route.client.getManifest(m.upstreamRepo, digest, requestOpts(req));
+      const fetched = await m.route.client.getManifest(m.upstreamRepo, digest, requestOpts(req, m));
       await store.putBytes(fetched.digest, fetched.bytes);
       const cm = cachedManifest(fetched.bytes, fetched.mediaType);
       repo.manifests.set(digest, cm);
@@ -219,10 +218,10 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       let digest: string;
       try {
         digest = await once(`tag ${name}:${ref}`, async () => {
-          const head = await m.route.client.headManifest(m.upstreamRepo, ref, requestOpts(req));
+          const head = await m.route.client.headManifest(m.upstreamRepo, ref, requestOpts(req, m));
           let d = head.digest;
           if (!d) {
-            const got = await m.route.client.getManifest(m.upstreamRepo, ref, requestOpts(req));
+            const got = await m.route.client.getManifest(m.upstreamRepo, ref, requestOpts(req, m));
             await store.putBytes(got.digest, got.bytes);
             repo.manifests.set(got.digest, cachedManifest(got.bytes, got.mediaType));
             d = got.digest;
@@ -284,7 +283,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       }
       if (m.route.policy === 'Never') throw errors.blobUnknown(name, digest);
       if (req.method === 'HEAD') {
-        const head = await m.route.client.headBlob(m.upstreamRepo, digest, requestOpts(req));
+        const head = await m.route.client.headBlob(m.upstreamRepo, digest, requestOpts(req, m));
         const size = known ?? head.size;
         const headers = blobHeaders(digest, size ?? 0);
         if (size === undefined) delete headers['Content-Length'];
@@ -293,7 +292,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       o.metrics.cache.misses.inc();
       const { fill, joined } = fills.fill(digest, known, {
         open: async (signal) => {
-          const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: requestOpts(req).headers });
+          const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: requestOpts(req, m).headers });
           return { body: r.body, size: r.size };
         },
       });
@@ -317,7 +316,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       return { tags: have, stale: false };
     }
     try {
-      const upstream = await once(`tags ${name}`, () => m.route.client.listTags(m.upstreamRepo, requestOpts(req)));
+      const upstream = await once(`tags ${name}`, () => m.route.client.listTags(m.upstreamRepo, requestOpts(req, m)));
       return { tags: [...upstream].sort(), stale: false };
     } catch (err) {
       const have = cached();
