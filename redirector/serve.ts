@@ -7,6 +7,7 @@ import type { Logger } from '../shared/log.js';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth.js';
 import { createFileHandler, honoFileServer, rawPathOf, type FileRequest } from './files.js';
+import { readinessCheck } from './health.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
 import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
@@ -92,6 +93,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     metrics,
     log,
     fileServer: files && honoFileServer(files),
+    ready: readinessCheck(l, index),
   });
   const hono = getRequestListener(app.fetch);
   // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.
