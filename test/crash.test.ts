@@ -86,7 +86,7 @@ describe.skipIf(!hasTools)('SIGKILL at random instants during publish', () => {
     await tmp?.cleanup();
   });
 
-  it('leaves a valid tree and a verified store after every kill, and recovers', { timeout: 600_000 }, async () => {
+  it('leaves a valid tree and a verified store after every kill, and recovers', { timeout: 900_000 }, async () => {
     const first = await derrick(['publish', '-c', cfgFile]);
     expect(first.code, first.stderr).toBe(0);
     let prev: TreeState = await checkTree(root, REPO);
