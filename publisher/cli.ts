@@ -1,10 +1,11 @@
-// The publisher's commands: publish, status, gc.
+// The publisher's commands: publish, status, gc, verify.
 import type { Command } from 'commander';
 import { UsageError, loadConfigOrExit, parseWait } from '../shared/cli-util.js';
 import { createLogger } from '../shared/log.js';
 import { formatBytes } from '../shared/units.js';
 import { runGc } from './gc.js';
 import { exitCodeFor, runPublish } from './run-publish.js';
+import { runVerify } from './run-verify.js';
 import { cacheUsage, formatStatusTable, repoStatus } from './status.js';
 
 export function registerPublisherCommands(program: Command, setExit: (code: number) => void): void {
@@ -53,6 +54,29 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
         const max = cache.maxSize !== undefined ? ` of max ${formatBytes(cache.maxSize)}` : ' (no max-size)';
         console.log(`\npull-through cache: ${cache.images} images, ${formatBytes(cache.bytes)}${max}`);
       }
+    });
+
+  program
+    .command('verify')
+    .description('check that every served publish is complete (web/app links, files, tags/list); --repair republishes damaged repos')
+    .argument('[repo...]', 'repos to check (default: every repo in the config and in the published tree)')
+    .option('-c, --config <file>', 'config file')
+    .option('--deep', 'also hash every manifest and blob')
+    .option('--repair', 're-verify the store, fetch again what it lost, and republish each damaged repo')
+    .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
+    .action(async (repos: string[], o) => {
+      const config = loadConfigOrExit(o.config);
+      const code = await runVerify({
+        config,
+        repos,
+        deep: !!o.deep,
+        repair: !!o.repair,
+        waitMs: parseWait(o.wait),
+        log: createLogger(),
+        progress: process.stderr.isTTY,
+        print: (line) => (line.startsWith('error:') ? console.error(line) : console.log(line)),
+      });
+      setExit(code);
     });
 
   program

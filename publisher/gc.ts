@@ -9,7 +9,7 @@ import { readMasterRedirect } from '../shared/publish/current.js';
 import { readdirOrEmpty } from '../shared/publish/fsutil.js';
 import { acquireLock, acquireStoreExclusive, type Lock } from '../shared/publish/lock.js';
 import { RepoStateSchema } from '../shared/publish/repo-state.js';
-import { planRetention, removeAll } from '../shared/publish/retention.js';
+import { planRetention, removeMasters } from '../shared/publish/retention.js';
 import { openStore } from '../shared/publish/store.js';
 
 export interface GcResult {
@@ -62,7 +62,7 @@ export async function runGc(config: Config, opts: { dryRun?: boolean; waitMs?: n
       result.blobs.push({ digest, size: st.size });
     }
     if (!opts.dryRun) {
-      await removeAll(result.masters);
+      await removeMasters(result.masters);
       for (const b of result.blobs) await store.remove(b.digest);
       await store.cleanDebris();
       await store.sync();

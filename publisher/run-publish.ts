@@ -11,7 +11,7 @@ import { LockBusyError, acquireLock, acquireStoreShared } from '../shared/publis
 import { repoProgress } from './progress.js';
 import { publishRepo } from '../shared/publish/publish.js';
 import { readRepoState, writeRepoState, type RepoState } from '../shared/publish/repo-state.js';
-import { findDebris, planRetention, removeAll } from '../shared/publish/retention.js';
+import { findDebris, planRetention, removeAll, removeMasters } from '../shared/publish/retention.js';
 import { ociLayoutSource } from './sources/oci-layout.js';
 import { registrySource } from './sources/registry.js';
 import type { Source } from './sources/source.js';
@@ -27,6 +27,8 @@ export interface PublishRunOptions {
   log: Logger;
   progress?: boolean;
   print?: (line: string) => void;
+  /** Build a new master even when nothing changed: `verify --repair` replaces a damaged one. */
+  republish?: boolean;
 }
 
 export interface RepoOutcome {
@@ -133,11 +135,11 @@ async function publishOne(repo: RepoConfig, opts: PublishRunOptions, store: Stor
       await writeRepoState(l, state);
     }
     const publishedUrl = config.serve.blobs === 'embedded' ? undefined : config.serve.blobs;
-    const result = await publishRepo({ layout: l, state, protected: repo.protected, publishedUrl, republish: (stats?.repaired ?? 0) > 0 });
+    const result = await publishRepo({ layout: l, state, protected: repo.protected, publishedUrl, republish: !!opts.republish || (stats?.repaired ?? 0) > 0 });
     const plan = await planRetention(l, repo.name, config.keep, config.grace, new Date());
     if (plan.remove.length) {
       log.info({ repo: repo.name, remove: plan.remove }, 'retention');
-      await removeAll(plan.remove.map((r) => l.master(repo.name, r.master)));
+      await removeMasters(plan.remove.map((r) => l.master(repo.name, r.master)));
     }
     if (result.copied) log.warn({ repo: repo.name, copied: result.copied }, 'store and published tree are on different filesystems: blobs were copied, not linked');
     return { repo: repo.name, outcome: result.outcome, master: result.master, stats, ms: Date.now() - started };

@@ -7,6 +7,7 @@ import type { Logger } from '../shared/log.js';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth.js';
 import { createFileHandler, honoFileServer, rawPathOf, type FileRequest } from './files.js';
+import { readinessCheck } from './health.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createListener } from './listener.js';
 import { createMetrics } from './metrics.js';
@@ -96,6 +97,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     metrics,
     log,
     fileServer: files && honoFileServer(files),
+    ready: readinessCheck(l, index),
   });
   const hono = getRequestListener(app.fetch);
   // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.

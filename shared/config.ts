@@ -123,9 +123,9 @@ const upstream = z
     'tag-ttl': duration.default(300_000),
     policy: z.enum(['Never', 'Always', 'IfNotPresent']).default('IfNotPresent'),
     'stale-on-error': z.boolean().default(true),
-    concurrency: z.number().int().min(1).max(64).default(4),
-    /** How long a client waits for an upstream answer before it is a failure (stale-on-error applies). */
+    /** How long one upstream request on a client's behalf may take; past it the upstream counts as failed. */
     timeout: duration.default(30_000),
+    concurrency: z.number().int().min(1).max(64).default(4),
   })
   .strict();
 

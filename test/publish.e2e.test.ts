@@ -217,6 +217,36 @@ describe.skipIf(!hasTools)('derrick publish against a real registry', () => {
     first = t;
   });
 
+  it('--force-fetch re-downloads a corrupted stored manifest (an index and an image manifest) and republishes a sound master', async () => {
+    const l = layout(root);
+    // The multi-arch tag's index, and one of its children: both read from the store by the walk.
+    const index = upstream.multi!;
+    const child = first.file.derrick!.manifests[index]!.children![0]!.digest;
+    for (const d of [index, child]) {
+      const file = l.storeBlob(d);
+      await fs.chmod(file, 0o644);
+      const bytes = await fs.readFile(file);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0x20; // same size, different bytes
+      await fs.writeFile(file, bytes);
+      expect(sha(await fs.readFile(file))).not.toBe(d);
+    }
+    const r = await publish('--force-fetch', REPO);
+    expect(r.code, r.stderr).toBe(0);
+    const t = await checkTree(root, REPO);
+    expect(t.web > first.web, 'a new master, off the repaired inodes').toBe(true);
+    for (const d of [index, child]) {
+      const file = l.storeBlob(d);
+      expect(sha(await fs.readFile(file))).toBe(d);
+      const m = t.file.derrick!.manifests[d]!;
+      const pub = await fs.stat(path.join(l.master(REPO, t.web), manifestRelPath(m.mediaType, d)));
+      expect(pub.ino, `${d} is served from the repaired store object`).toBe((await fs.stat(file)).ino);
+      expect(await fs.readFile(path.join(l.master(REPO, t.web), manifestRelPath(m.mediaType, d)))).toEqual(await served(d));
+    }
+    await checkStore(root, { fresh: true });
+    expect(t.file.derrick!.tags).toEqual(upstream);
+    first = t;
+  });
+
   it('derrick status shows one row per repo', async () => {
     const r = await derrick(['status', '-c', cfgFile]);
     expect(r.code).toBe(0);

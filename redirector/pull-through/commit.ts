@@ -7,7 +7,7 @@ import type { Layout } from '../../shared/layout.js';
 import type { Logger } from '../../shared/log.js';
 import { acquireLock } from '../../shared/publish/lock.js';
 import { publishRepo } from '../../shared/publish/publish.js';
-import { planRetention, removeAll } from '../../shared/publish/retention.js';
+import { planRetention, removeMasters } from '../../shared/publish/retention.js';
 import { RepoStateSchema, writeRepoState, type RepoState } from '../../shared/publish/repo-state.js';
 import { fsyncDir, readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import type { Store } from '../../shared/publish/store.js';
@@ -128,7 +128,7 @@ export function createCommitter(o: CommitterOptions): Committer {
       const r = await publishRepo({ layout: l, state, protected: false, publishedUrl: o.publishedUrl, republish: objectsChanged });
       committed.set(name, state);
       const plan = await planRetention(l, name, o.keep, o.graceMs, new Date());
-      await removeAll(plan.remove.map((x) => l.master(name, x.master)));
+      await removeMasters(plan.remove.map((x) => l.master(name, x.master)));
       o.log.info({ repo: name, outcome: r.outcome, master: r.master, tags: Object.keys(state.tags).length }, 'cache commit');
     } finally {
       await lock.release();

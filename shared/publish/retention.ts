@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Layout } from '../layout.js';
 import { MASTER_NAME_RE, TMP_PREFIX, masterNameDate, repoKey } from '../layout.js';
 import { currentPublish } from './current.js';
-import { isPidAlive, readdirOrEmpty, tmpNamePid } from './fsutil.js';
+import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
 
 export interface RetentionPlan {
   keep: string[];
@@ -66,4 +66,25 @@ export async function findDebris(l: Layout, name: string): Promise<string[]> {
 
 export async function removeAll(paths: string[]): Promise<void> {
   for (const p of paths) await fs.rm(p, { recursive: true, force: true });
+}
+
+/**
+ * Deletes masters so that none is ever seen half-deleted under its real name: each is first
+ * renamed to a temp name (debris for the next run if this one dies), then removed. `derrick
+ * verify` relies on it: a master under a real name is complete, or it is damage.
+ */
+export async function removeMasters(dirs: string[]): Promise<void> {
+  const parents = new Set<string>();
+  for (const dir of dirs) {
+    const doomed = tmpName(path.dirname(dir), `rm.${path.basename(dir)}`);
+    try {
+      await fs.rename(dir, doomed);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    parents.add(path.dirname(dir));
+    await fs.rm(doomed, { recursive: true, force: true });
+  }
+  for (const p of parents) await fsyncDir(p);
 }

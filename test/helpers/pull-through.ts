@@ -77,6 +77,8 @@ export interface RouteOptions {
   exclude?: string[];
   /** upstreams[].timeout, e.g. "1s". */
   timeout?: string;
+  /** derrick's own credentials for the upstream (the password from this environment variable). */
+  auth?: { username: string; passwordEnv: string };
 }
 
 export interface PtConfigOptions {
@@ -107,6 +109,7 @@ export function ptConfigYaml(o: PtConfigOptions): string {
     lines.push(`  - prefix: ${r.prefix}`, `    url: ${q(r.url)}`, '    tls-verify: false');
     lines.push(`    tag-ttl: ${r.tagTtl ?? '2s'}`, `    policy: ${r.policy ?? 'IfNotPresent'}`);
     if (r.staleOnError !== undefined) lines.push(`    stale-on-error: ${r.staleOnError}`);
+    if (r.auth) lines.push(`    auth: { username: ${q(r.auth.username)}, password-env: ${r.auth.passwordEnv} }`);
     if (r.include) lines.push(`    include: ${JSON.stringify(r.include)}`);
     if (r.exclude) lines.push(`    exclude: ${JSON.stringify(r.exclude)}`);
     if (r.timeout) lines.push(`    timeout: ${r.timeout}`);

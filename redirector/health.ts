@@ -1,0 +1,42 @@
+// Health endpoints for load balancers and systemd: /healthz says the process answers; /readyz says
+// it can serve: the index answers and the published tree is there to read. Both are outside /v2,
+// unauthenticated and cheap (no repo is loaded, two access(2) calls).
+import { constants as C } from 'node:fs';
+import fs from 'node:fs/promises';
+import type { Layout } from '../shared/layout.js';
+import type { RepoIndex } from './index.js';
+
+/** What keeps the server from being ready; empty when it is ready. */
+export type ReadinessCheck = () => Promise<string[]>;
+
+export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): ReadinessCheck {
+  return async () => {
+    const problems: string[] = [];
+    try {
+      index.size();
+    } catch (err) {
+      problems.push(`index: ${(err as Error).message}`);
+    }
+    // The redirector reads app/ and the file server (or nginx) reads master/ through published/.
+    for (const dir of [l.publishedDir, l.appDir]) {
+      try {
+        await fs.access(dir, C.R_OK | C.X_OK);
+      } catch (err) {
+        problems.push(`${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    return problems;
+  };
+}
+
+const NO_STORE = { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' };
+
+export function healthzResponse(): Response {
+  return new Response('{"status":"ok"}\n', { headers: NO_STORE });
+}
+
+export async function readyzResponse(check: ReadinessCheck | undefined): Promise<Response> {
+  const problems = check ? await check() : [];
+  if (problems.length === 0) return new Response('{"status":"ready"}\n', { headers: NO_STORE });
+  return new Response(JSON.stringify({ status: 'not ready', problems }) + '\n', { status: 503, headers: NO_STORE });
+}
