@@ -101,7 +101,10 @@ export function createAuthenticator(htpasswdFile: string | undefined, opts: Auth
       }
       const key = crypto.createHash('sha256').update(basic.token).digest('base64');
       const known = answers.get(key);
-      if (known !== undefined && known !== null) return known;
+      if (known !== undefined && known !== null) {
+        throttle.succeeded(client);
+        return known;
+      }
       if (known === null) {
         // A remembered failure costs no bcrypt, but a throttled address still waits for it.
         throttle.failed(client);
