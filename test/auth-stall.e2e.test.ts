@@ -81,7 +81,8 @@ describe('wrong passwords under load', () => {
     const attacker = async () => {
       while (!stop) {
         const auth = 'Basic ' + Buffer.from(`alice:wrong-${seq++}`).toString('base64');
-        const r = await hostileRequest(serve.url, { path: '/v2/priv/app/manifests/v1', headers: { Authorization: auth } }, freshSourceAddress());
+        // Generous: on a loaded machine the pool's queue of bcrypt checks drains slowly.
+        const r = await hostileRequest(serve.url, { path: '/v2/priv/app/manifests/v1', headers: { Authorization: auth } }, freshSourceAddress(), 170_000);
         if (r.status === 401) refused++;
         else other++;
       }
@@ -107,5 +108,5 @@ describe('wrong passwords under load', () => {
     // is already above 50 ms, the bound applies to what the attack adds to it.
     const quietP99 = percentile(quiet, 99);
     expect(percentile(loaded, 99)).toBeLessThan(quietP99 < 50 ? 100 : 100 + quietP99);
-  }, 60_000);
+  }, 240_000);
 });

@@ -12,7 +12,9 @@ import { digestHex } from '../shared/oci.js';
 import { layout, repoKey } from '../shared/layout.js';
 import { signPath } from '../shared/signing.js';
 import { generateImage, type GeneratedImage } from '../scripts/gen-image.js';
-import { derrick, startServe, type ServeProcess } from './helpers/derrick.js';
+import { CLI, derrick, type ServeProcess } from './helpers/derrick.js';
+import { freePort } from './helpers/ports.js';
+import { startProcess, waitForHttp } from './helpers/proc.js';
 import { hashTree, hostileRequest, runHostileCase, type HostileCase, type Secrets } from './helpers/hostile.js';
 import { makeHtpasswd } from './helpers/registry.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
@@ -127,11 +129,16 @@ beforeAll(async () => {
   await write('open.yaml', [...repos, 'serve:', '  htpasswd: ./htpasswd']);
   await write('signed.yaml', [...repos, 'serve:', '  htpasswd: ./htpasswd', '  signing:', `    secret-env: ${SECRET_ENV}`, '    ttl: 5m']);
   treeHash = await hashTree(publishedDir);
-  [open, signed] = await Promise.all([
-    startServe(path.join(dir, 'open.yaml')),
-    startServe(path.join(dir, 'signed.yaml'), { [SECRET_ENV]: SECRET }),
-  ]);
-}, 180_000);
+  [open, signed] = await Promise.all([serveOn(path.join(dir, 'open.yaml')), serveOn(path.join(dir, 'signed.yaml'), { [SECRET_ENV]: SECRET })]);
+}, 240_000);
+
+/** derrick serve on a free port; patient, since the machine running the tests may be busy. */
+async function serveOn(file: string, env: Record<string, string> = {}): Promise<ServeProcess> {
+  const port = await freePort();
+  const proc = startProcess(process.execPath, [CLI, 'serve', '-c', file, '--listen', `127.0.0.1:${port}`], { env });
+  await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc });
+  return { url: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop() };
+}
 
 afterAll(async () => {
   await Promise.all([open?.stop(), signed?.stop()]);

@@ -41,7 +41,7 @@ export function freshSourceAddress(): string {
   return `127.${1 + (Math.floor(n / 65024) % 250)}.${Math.floor(n / 254) % 256}.${1 + (n % 254)}`;
 }
 
-export function hostileRequest(base: string, c: Pick<HostileCase, 'method' | 'path' | 'headers'>, localAddress = freshSourceAddress()): Promise<HostileResponse> {
+export function hostileRequest(base: string, c: Pick<HostileCase, 'method' | 'path' | 'headers'>, localAddress = freshSourceAddress(), timeoutMs = 30_000): Promise<HostileResponse> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -56,7 +56,7 @@ export function hostileRequest(base: string, c: Pick<HostileCase, 'method' | 'pa
         res.on('error', reject);
       },
     );
-    req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${c.method ?? 'GET'} ${c.path}`)));
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`timeout: ${c.method ?? 'GET'} ${c.path}`)));
     req.on('error', reject);
     req.end();
   });
