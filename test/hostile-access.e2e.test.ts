@@ -67,6 +67,7 @@ let publishedDir: string;
 let treeHash: string;
 let open: ServeProcess;
 let signed: ServeProcess;
+let closed: ServeProcess;
 
 async function mastersOf(root: string, name: string): Promise<string[]> {
   const dir = layout(root).masterDir(name);
@@ -128,8 +129,13 @@ beforeAll(async () => {
 
   await write('open.yaml', [...repos, 'serve:', '  htpasswd: ./htpasswd']);
   await write('signed.yaml', [...repos, 'serve:', '  htpasswd: ./htpasswd', '  signing:', `    secret-env: ${SECRET_ENV}`, '    ttl: 5m']);
+  await write('closed.yaml', [...repos, 'serve:', '  htpasswd: ./htpasswd', '  anonymous: false']);
   treeHash = await hashTree(publishedDir);
-  [open, signed] = await Promise.all([serveOn(path.join(dir, 'open.yaml')), serveOn(path.join(dir, 'signed.yaml'), { [SECRET_ENV]: SECRET })]);
+  [open, signed, closed] = await Promise.all([
+    serveOn(path.join(dir, 'open.yaml')),
+    serveOn(path.join(dir, 'signed.yaml'), { [SECRET_ENV]: SECRET }),
+    serveOn(path.join(dir, 'closed.yaml')),
+  ]);
 }, 240_000);
 
 /** derrick serve on a free port; patient, since the machine running the tests may be busy. */
@@ -141,24 +147,26 @@ async function serveOn(file: string, env: Record<string, string> = {}): Promise<
 }
 
 afterAll(async () => {
-  await Promise.all([open?.stop(), signed?.stop()]);
+  await Promise.all([open?.stop(), signed?.stop(), closed?.stop()]);
   await tmp?.cleanup();
 });
 
 /** A case whose path is known only once the tree exists. */
 type LazyCase = Omit<HostileCase, 'path'> & { path: (c: Ctx) => string };
 
+const V2_ENDPOINTS: Array<{ what: string; method?: string; path: (r: RepoFacts) => string; ok: number; headers?: Record<string, string> }> = [
+  { what: 'manifest by tag', path: (r) => `/v2/${r.name}/manifests/${r.tag}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
+  { what: 'manifest by tag HEAD', method: 'HEAD', path: (r) => `/v2/${r.name}/manifests/${r.tag}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
+  { what: 'manifest by digest', path: (r) => `/v2/${r.name}/manifests/${r.manifest}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
+  { what: 'layer blob', path: (r) => `/v2/${r.name}/blobs/${r.layer}`, ok: 307 },
+  { what: 'config blob HEAD', method: 'HEAD', path: (r) => `/v2/${r.name}/blobs/${r.config}`, ok: 307 },
+  { what: 'tags/list', path: (r) => `/v2/${r.name}/tags/list`, ok: 200 },
+  { what: 'referrers', path: (r) => `/v2/${r.name}/referrers/${r.manifest}`, ok: 200 },
+];
+
 function v2Cases(): LazyCase[] {
   const out: LazyCase[] = [];
-  const endpoints: Array<{ what: string; method?: string; path: (r: RepoFacts) => string; ok: number; headers?: Record<string, string> }> = [
-    { what: 'manifest by tag', path: (r) => `/v2/${r.name}/manifests/${r.tag}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
-    { what: 'manifest by tag HEAD', method: 'HEAD', path: (r) => `/v2/${r.name}/manifests/${r.tag}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
-    { what: 'manifest by digest', path: (r) => `/v2/${r.name}/manifests/${r.manifest}`, ok: 200, headers: { Accept: OCI_MANIFEST } },
-    { what: 'layer blob', path: (r) => `/v2/${r.name}/blobs/${r.layer}`, ok: 307 },
-    { what: 'config blob HEAD', method: 'HEAD', path: (r) => `/v2/${r.name}/blobs/${r.config}`, ok: 307 },
-    { what: 'tags/list', path: (r) => `/v2/${r.name}/tags/list`, ok: 200 },
-    { what: 'referrers', path: (r) => `/v2/${r.name}/referrers/${r.manifest}`, ok: 200 },
-  ];
+  const endpoints = V2_ENDPOINTS;
   for (const repo of ['pub', 'priv'] as const) {
     for (const e of endpoints) {
       for (const [cred, c] of Object.entries(CREDS)) {
@@ -372,6 +380,44 @@ describe('hostile corpus, signing on (the signature is the proof for files)', ()
     expect(got.status).toBe(200);
     expect(got.body.includes(secrets.chunks[0]!) || got.body.length > 0).toBe(true);
     expect((await hostileRequest(signed.url, { path: target.split('?')[0]! })).status).toBe(403);
+  });
+
+  it('leaves the published tree unchanged', async () => {
+    expect(await hashTree(publishedDir)).toBe(treeHash);
+  });
+});
+
+describe('hostile corpus, serve.anonymous false (every repo needs credentials)', () => {
+  const cases: LazyCase[] = [];
+  for (const repo of ['pub', 'priv'] as const) {
+    for (const e of V2_ENDPOINTS) {
+      for (const cred of ['none', 'wrong', 'malformed base64', 'right', 'lower-case scheme']) {
+        const c = CREDS[cred]!;
+        cases.push({
+          name: `v2 ${repo} ${e.what}, credentials ${cred}`,
+          method: e.method,
+          path: (x) => e.path(x[repo]),
+          headers: { ...e.headers, ...c.headers },
+          status: c.valid ? e.ok : 401,
+          code: c.valid ? undefined : 'UNAUTHORIZED',
+          entitled: c.valid,
+        });
+      }
+    }
+  }
+  for (const f of filePaths()) {
+    for (const cred of ['none', 'wrong', 'right']) {
+      const c = CREDS[cred]!;
+      const status = !f.served ? 404 : c.valid ? 200 : 401;
+      cases.push({ name: `file ${f.repo} ${f.what}, credentials ${cred}`, path: (x) => `/published/${f.path(x)}`, headers: c.headers, status, code: status === 404 ? 'NAME_UNKNOWN' : status === 401 ? 'UNAUTHORIZED' : undefined, entitled: c.valid });
+    }
+  }
+  for (const [what, p] of [['base', '/v2/'], ['_catalog', '/v2/_catalog']] as const) {
+    cases.push({ name: `v2 ${what}, credentials none`, path: () => p, status: 401, code: 'UNAUTHORIZED' });
+    cases.push({ name: `v2 ${what}, credentials right`, path: () => p, headers: CREDS.right!.headers, status: 200, entitled: true });
+  }
+  it.each(cases)('$name', async (c) => {
+    expect(await runHostileCase(closed.url, resolve(c), secrets)).toEqual([]);
   });
 
   it('leaves the published tree unchanged', async () => {
