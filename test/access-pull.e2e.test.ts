@@ -62,7 +62,7 @@ describe.skipIf(!hasTools)('pulling a protected repo with real clients', () => {
 
   async function serveOn(file: string, port: number, signing: boolean): Promise<RunningProcess> {
     const proc = startProcess(process.execPath, [CLI, 'serve', '-c', file, '--listen', `127.0.0.1:${port}`], { env: signing ? ENV : {} });
-    await waitForHttp(`http://127.0.0.1:${port}/v2/`, 15_000, { proc });
+    await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc });
     return proc;
   }
 
