@@ -50,8 +50,10 @@ export type FileArea =
 
 export function fileAreaOf(segments: readonly string[]): FileArea {
   const [top, key] = segments;
-  // A master's redirect.json is the file app/<key>.json links to: internal too.
-  if (segments[segments.length - 1] === REDIRECT_FILE_NAME) return { area: 'hidden' };
+  // A master's redirect.json is the file app/<key>.json links to: internal too (only that one:
+  // manifests/<dir>/redirect.json is a tag of that name).
+  const n = segments.length;
+  if (segments[n - 1] === REDIRECT_FILE_NAME && ((top === 'master' && n === 4) || (top === 'web' && n === 3))) return { area: 'hidden' };
   if ((top === 'master' || top === 'web') && key !== undefined && segments.length > 2) return { area: top, name: repoNameFromKey(key) };
   return { area: 'hidden' };
 }

@@ -142,5 +142,7 @@ describe('decideFileAccess', () => {
     for (const s of [['app', 'a.json'], ['master', 'a', 'ts', 'redirect.json'], ['web', 'a', 'redirect.json'], ['web', 'a'], ['other', 'a', 'b'], ['master']]) {
       expect(decideFileAccess(open, req(s)), s.join('/')).toBe('hidden');
     }
+    // A tag may be called redirect.json: its manifest is served.
+    expect(decideFileAccess(open, req(['web', 'a', 'manifests', 'oci', 'redirect.json']))).toBe('ok');
   });
 });

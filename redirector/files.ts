@@ -106,8 +106,8 @@ function errorReply(status: number, code: string, message: string, detail: unkno
   return { status, headers, body: head ? null : body };
 }
 
-/** A refusal from the access decision (401 with its challenge, 403 for signatures). */
-function refused(err: RegistryError, urlPath: string, head: boolean): Reply {
+/** A refusal from the access decision (401 with its challenge, 403 for signatures); it echoes nothing. */
+function refused(err: RegistryError, head: boolean): Reply {
   const r = errorReply(err.status, err.code, err.message, err.detail ?? null, head);
   Object.assign(r.headers, err.headers);
   return r;
@@ -259,7 +259,7 @@ export function createFileHandler(opts: FileServerOptions): (req: FileRequest) =
       decision = err;
     }
     if (decision === 'hidden') return notFound(uri, head, 'not served');
-    if (decision !== 'ok') return refused(decision, uri, head);
+    if (decision !== 'ok') return refused(decision, head);
 
     // Resolve symlinks (web/ and app/ links), and stay inside the published dir.
     let real: string;

@@ -132,7 +132,7 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
     const digestOrName = `(?:(?<derrick_digest>${DIGEST_NAME_PATTERN})|[^/]+)$`;
     w(indent, '# dot-files and temp names (.tmp-*) are never served, nor redirect files');
     w(indent, 'location ~ "/\\." { return 404; }');
-    w(indent, `location ~ "/${reLiteral(REDIRECT_FILE_NAME)}$" { return 404; }`);
+    w(indent, `location ~ "^${reLiteral(prefix)}/(master/[^/]+/[^/]+|web/[^/]+)/${reLiteral(REDIRECT_FILE_NAME)}$" { return 404; }`);
     w(indent, `location ~ "/blobs/${digestOrName}" {`);
     leafBody(indent + 1, area, OCTET_STREAM, true);
     w(indent, '}');
