@@ -62,7 +62,10 @@ describe.skipIf(!hasTools)('pulling a protected repo with real clients', () => {
 
   async function serveOn(file: string, port: number, signing: boolean): Promise<RunningProcess> {
     const proc = startProcess(process.execPath, [CLI, 'serve', '-c', file, '--listen', `127.0.0.1:${port}`], { env: signing ? ENV : {} });
-    await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc });
+    await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc }).catch(async (err) => {
+      await proc.stop();
+      throw err;
+    });
     return proc;
   }
 
@@ -94,7 +97,10 @@ describe.skipIf(!hasTools)('pulling a protected repo with real clients', () => {
       const port = await freePort();
       const nginx = await nginxFor(file, false, port);
       await fs.writeFile(file, base(false, `${nginx.url}/published`));
-      const serve = await serveOn(file, port, false);
+      const serve = await serveOn(file, port, false).catch(async (err) => {
+        await nginx.stop(); // started above; nobody else would stop it
+        throw err;
+      });
       return { host: `127.0.0.1:${nginx.port}`, stop: async () => void (await Promise.all([serve.stop(), nginx.stop()])) };
     },
     'nginx blobs on another port (secure_link), signing on': async (name) => {
@@ -103,7 +109,10 @@ describe.skipIf(!hasTools)('pulling a protected repo with real clients', () => {
       const nginx = await nginxFor(file, true);
       await fs.writeFile(file, base(true, `${nginx.url}/published`));
       const port = await freePort();
-      const serve = await serveOn(file, port, true);
+      const serve = await serveOn(file, port, true).catch(async (err) => {
+        await nginx.stop();
+        throw err;
+      });
       return { host: `127.0.0.1:${port}`, stop: async () => void (await Promise.all([serve.stop(), nginx.stop()])) };
     },
   };

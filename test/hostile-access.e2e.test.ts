@@ -142,7 +142,10 @@ beforeAll(async () => {
 async function serveOn(file: string, env: Record<string, string> = {}): Promise<ServeProcess> {
   const port = await freePort();
   const proc = startProcess(process.execPath, [CLI, 'serve', '-c', file, '--listen', `127.0.0.1:${port}`], { env });
-  await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc });
+  await waitForHttp(`http://127.0.0.1:${port}/v2/`, 60_000, { proc }).catch(async (err) => {
+    await proc.stop();
+    throw err;
+  });
   return { url: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop() };
 }
 
