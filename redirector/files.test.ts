@@ -87,8 +87,11 @@ afterAll(async () => {
   await fx?.tmp.cleanup();
 });
 
+/** Every repo public and anonymous reads allowed: what these tests of the file serving itself need. */
+const OPEN = { anonymous: true, isProtected: () => false };
+
 function appWith(extra: Partial<FileServerOptions> = {}, mount = '/published/*') {
-  const handler = createFileServer({ publishedDir: fx.published, prefix: '/published', ...extra });
+  const handler = createFileServer({ publishedDir: fx.published, prefix: '/published', access: OPEN, ...extra });
   const app = new Hono();
   app.on(['GET', 'HEAD'], mount, handler);
   return app;
@@ -216,12 +219,13 @@ describe('createFileServer', () => {
     expect(res.headers.get('content-type')).toBe('application/json');
     expect(await res.json()).toEqual({ name: 'demo/hello', tags: ['tag-2'] });
 
+    // The master's redirect file is what app/ links to: internal, never served.
     res = await app.request(`/published/${MASTER}/redirect.json`);
+    expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toBe('application/json');
-    expect(res.headers.get('cache-control')).toBe(IMMUTABLE_CACHE_CONTROL);
   });
 
-  it('follows web/ and app/ links, which are not immutable', async () => {
+  it('follows web/ links, which are not immutable; never serves app/ (redirect files are internal)', async () => {
     const app = appWith();
     let res = await app.request(`/published/web/${KEY}/blobs/${fx.blobDigest}`);
     expect(res.status).toBe(200);
@@ -229,10 +233,8 @@ describe('createFileServer', () => {
     expect(res.headers.get('cache-control')).toBe('no-cache');
     expect(res.headers.get('docker-content-digest')).toBe(fx.blobDigest);
     res = await app.request(`/published/app/${KEY}.json`);
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toBe('application/json');
-    expect(res.headers.get('cache-control')).toBe('no-cache');
-    expect(await res.text()).toBe('{"type":"pulp-docker-redirect"}');
+    expect(res.status).toBe(404);
+    expect((await errorOf(res)).code).toBe('NAME_UNKNOWN');
     // Percent-encoded '~' is the same path.
     res = await app.request(`/published/web/demo%7Ehello/tags/list`);
     expect(res.status).toBe(200);
@@ -267,7 +269,7 @@ describe('createFileServer', () => {
 
   it('answers 404 when the published dir does not exist (yet)', async () => {
     const app = new Hono();
-    app.get('/published/*', createFileServer({ publishedDir: path.join(fx.tmp.dir, 'missing'), prefix: '/published' }));
+    app.get('/published/*', createFileServer({ publishedDir: path.join(fx.tmp.dir, 'missing'), prefix: '/published', access: OPEN }));
     const res = await app.request(`/published/${MASTER}/tags/list`);
     expect(res.status).toBe(404);
     expect((await errorOf(res)).code).toBe('NAME_UNKNOWN');
@@ -291,7 +293,7 @@ describe('createFileServer', () => {
       await errorOf(res);
     }
     // Raw, un-normalized paths straight into the handler.
-    const handler = createFileServer({ publishedDir: fx.published, prefix: '/published' });
+    const handler = createFileServer({ publishedDir: fx.published, prefix: '/published', access: OPEN });
     for (const url of [
       '/published/../secret.txt',
       '/published/web/../../secret.txt',
@@ -333,7 +335,7 @@ describe('createFileServer', () => {
     expect(res.headers.get('content-type')).toBe('application/octet-stream');
     expect(await res.text()).toBe('');
     // Straight into the handler too: no body, not just stripped by Hono.
-    const handler = createFileServer({ publishedDir: fx.published, prefix: '/published' });
+    const handler = createFileServer({ publishedDir: fx.published, prefix: '/published', access: OPEN });
     const raw = await rawCall(handler, `/published/${MASTER}/blobs/${fx.blobDigest}`, 'HEAD');
     expect(raw.body).toBeNull();
     expect(raw.headers.get('content-length')).toBe(String(fx.blob.length));
@@ -470,12 +472,12 @@ describe('createFileServer', () => {
     expect((await app.request(missing)).status).toBe(403);
     expect((await app.request(`${missing}?${signPath(missing, SECRET, future)}`)).status).toBe(404);
 
-    // web/ and app/ need no signature.
+    // web/ of a public repo needs no signature; app/ is never served, signed or not.
     res = await app.request(`/published/web/${KEY}/tags/list`);
     expect(res.status).toBe(200);
     await res.body?.cancel();
     res = await app.request(`/published/app/${KEY}.json`);
-    expect(res.status).toBe(200);
+    expect(res.status).toBe(404);
     await res.body?.cancel();
   });
 

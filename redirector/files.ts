@@ -5,17 +5,19 @@
 //   ${prefix}/master/<key>/<ts>/blobs/<digest>                  application/octet-stream
 //   ${prefix}/master/<key>/<ts>/manifests/<2|list|oci|oci-index>/<digest|tag>   media type by dir
 //   ${prefix}/master/<key>/<ts>/tags/list, *.json               application/json
-//   ${prefix}/web/<key>/...  (symlink to the current master),  ${prefix}/app/<key>.json
+//   ${prefix}/web/<key>/...  (symlink to the current master)
 //
-// master/ is immutable (Cache-Control: public, max-age=31536000, immutable) and, with signing,
-// needs an nginx secure_link signature; everything else is `no-cache`.
+// master/ is immutable (Cache-Control: public, max-age=31536000, immutable); web/ is `no-cache`.
+// Who may read what is access.ts's decision (credentials or an nginx secure_link signature);
+// app/ (the redirect files) and anything outside master/<key>/ and web/<key>/ is never served.
 import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Context } from 'hono';
 import { MANIFEST_DIR } from '../shared/layout.js';
-import { checkSignature } from '../shared/signing.js';
+import { RegistryError } from '../shared/errors.js';
+import { decideFileAccess, type CredentialCheck, type FileDecision, type ProtectionLookup } from './access.js';
 import { FileRange } from './file-body.js';
 import { toResponse, type Reply } from './reply.js';
 
@@ -24,8 +26,16 @@ export interface FileServerOptions {
   publishedDir: string;
   /** URL prefix the handler is mounted at, e.g. '/published' (no trailing slash; '' for the root). */
   prefix: string;
-  /** With a secret, every path under `${prefix}/master/` needs a valid `md5` + `expires` signature. */
+  /** With a secret, the signature is the proof: every master/ URL, and web/ of a repo that needs proof. */
   signingSecret?: string;
+  /** Who may read a repo's files (access.ts): no default, so a caller can't forget protection. */
+  access: {
+    /** serve.anonymous: when false, every repo needs proof. */
+    anonymous: boolean;
+    isProtected: ProtectionLookup;
+    /** Basic credentials, the proof when signing is off. */
+    auth?: CredentialCheck;
+  };
   /** Clock for signature expiry (tests). */
   now?: () => number;
 }
@@ -94,6 +104,13 @@ function errorReply(status: number, code: string, message: string, detail: unkno
     'Cache-Control': MUTABLE_CACHE_CONTROL,
   };
   return { status, headers, body: head ? null : body };
+}
+
+/** A refusal from the access decision (401 with its challenge, 403 for signatures); it echoes nothing. */
+function refused(err: RegistryError, head: boolean): Reply {
+  const r = errorReply(err.status, err.code, err.message, err.detail ?? null, head);
+  Object.assign(r.headers, err.headers);
+  return r;
 }
 
 function notFound(urlPath: string, head: boolean, why = 'not found'): Reply {
@@ -196,6 +213,7 @@ export interface FileRequest {
   rawPath: string;
   header(name: string): string | undefined;
   query(name: string): string | undefined;
+  remoteAddress?: () => string | undefined;
 }
 
 /** A file handler as a Hono handler for `${prefix}/*` (GET and HEAD). */
@@ -215,8 +233,7 @@ export function createFileServer(opts: FileServerOptions): (c: Context) => Promi
 export function createFileHandler(opts: FileServerOptions): (req: FileRequest) => Promise<Reply> {
   const publishedDir = path.resolve(opts.publishedDir);
   const prefix = opts.prefix.replace(/\/+$/, '');
-  const secret = opts.signingSecret;
-  const now = opts.now ?? Date.now;
+  const access = { ...opts.access, signingSecret: opts.signingSecret, now: opts.now };
   let realRoot: string | undefined;
 
   return async (req: FileRequest): Promise<Reply> => {
@@ -233,13 +250,16 @@ export function createFileHandler(opts: FileServerOptions): (req: FileRequest) =
     const { uri, segments } = parsed;
     const immutable = segments[0] === 'master';
 
-    if (secret !== undefined && immutable) {
-      const check = checkSignature(uri, req.query('md5'), req.query('expires'), secret, now());
-      if (check !== 'ok') {
-        const message = check === 'expired' ? 'signed URL expired' : check === 'missing' ? 'signed URL required' : 'invalid signature';
-        return errorReply(403, 'DENIED', message, { path: uri }, head);
-      }
+    // Before any disk access: a refused request learns nothing about what exists.
+    let decision: FileDecision;
+    try {
+      decision = await decideFileAccess(access, { uri, segments, header: req.header, query: req.query, remoteAddress: req.remoteAddress });
+    } catch (err) {
+      if (!(err instanceof RegistryError)) throw err;
+      decision = err;
     }
+    if (decision === 'hidden') return notFound(uri, head, 'not served');
+    if (decision !== 'ok') return refused(decision, head);
 
     // Resolve symlinks (web/ and app/ links), and stay inside the published dir.
     let real: string;

@@ -9,8 +9,16 @@ import { nginxConf } from './nginx-conf.js';
 
 const SECRET = 'top "secret" \\ value';
 
-function config(root: string, signing = false): Config {
-  const yaml = [`root: ${JSON.stringify(root)}`, 'repos: []', 'serve:', '  listen: 127.0.0.1:5000'];
+function config(root: string, signing = false, repos = false): Config {
+  const yaml = [`root: ${JSON.stringify(root)}`];
+  if (repos) {
+    yaml.push('repos:', '  - { name: pub/app, from: "oci:/x" }', '  - { name: priv/app, from: "oci:/y", protected: true }');
+    yaml.push('upstreams:', '  - { prefix: hub, url: "https://registry.example" }');
+  } else {
+    yaml.push('repos: []');
+  }
+  yaml.push('serve:', '  listen: 127.0.0.1:5000');
+  if (repos) yaml.push(`  htpasswd: ${JSON.stringify(path.join(root, 'htpasswd'))}`);
   if (signing) yaml.push('  signing:', '    secret-env: DERRICK_NGINX_TEST_SECRET', '    ttl: 5m');
   return parseConfig(yaml.join('\n') + '\n', path.join(root, 'derrick.yaml'), { DERRICK_NGINX_TEST_SECRET: SECRET });
 }
@@ -107,8 +115,9 @@ describe('nginxConf', () => {
     // The master location itself plus blobs, 4 manifest dirs and json.
     expect(leaves.length).toBe(7);
     expect(master.match(/if \(\$secure_link = "0"\) \{ return 403; \}/g)?.length).toBe(7);
-    const outside = block(conf, '^~ /published/').replace(master, '');
-    expect(outside).not.toContain('$secure_link');
+    // web/ of a repo the config doesn't name as public is signed too (access.ts).
+    const web = block(conf, '^~ /published/web/');
+    expect(web.match(/if \(\$secure_link = ""\) \{ return 403; \}/g)?.length).toBe(7);
     expect(block(conf, '@derrick403')).toContain('signed URL expired');
     expect(conf).toContain('keep this file private');
   });
@@ -132,6 +141,38 @@ describe('nginxConf', () => {
     expect(v2).toContain('proxy_set_header Host $http_host;');
     expect(v2).toContain('proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;');
     expect(v2).toContain('proxy_buffering off;');
+  });
+
+  it('guards master/ and web/ by default and opens them per public repo and cache prefix (access.ts)', () => {
+    const yaml = [
+      `root: ${root}`,
+      'repos:',
+      '  - { name: pub/app, from: "oci:/x" }',
+      '  - { name: hub/mine, from: "oci:/y", protected: true }',
+      'upstreams:',
+      '  - { prefix: hub, url: "https://registry.example" }',
+      'serve:',
+      '  htpasswd: /etc/derrick/htpasswd',
+      '',
+    ].join('\n');
+    const cfg = parseConfig(yaml, path.join(root, 'derrick.yaml'), {});
+    const conf = nginxConf(cfg);
+    expect(conf).toContain('location ^~ /published/app/ { return 404; }');
+    for (const top of ['master', 'web']) {
+      const guarded = block(conf, `^~ /published/${top}/ {`);
+      expect(guarded).toContain('auth_basic "derrick";');
+      expect(guarded).toContain('auth_basic_user_file "/etc/derrick/htpasswd";');
+      expect(block(conf, `^~ /published/${top}/pub~app/ {`)).not.toContain('auth_basic');
+      expect(block(conf, `^~ /published/${top}/hub~ {`)).not.toContain('auth_basic');
+      // A protected repo under a public cache prefix is named explicitly: the longest prefix wins.
+      expect(block(conf, `^~ /published/${top}/hub~mine/ {`)).toContain('auth_basic "derrick";');
+    }
+    expect(conf).toContain('location ~ "^/published/(master/[^/]+/[^/]+|web/[^/]+)/redirect\\.json$" { return 404; }');
+    expect(block(conf, '@derrick401')).toContain('"code":"UNAUTHORIZED"');
+    // serve.anonymous false: no public exceptions.
+    const closed = nginxConf(parseConfig(yaml.replace('serve:', 'serve:\n  anonymous: false'), path.join(root, 'derrick.yaml'), {}));
+    expect(closed).not.toContain('pub~app');
+    expect(closed).not.toContain('hub~');
   });
 
   it('honours a custom prefix', () => {
@@ -194,18 +235,21 @@ describe.skipIf(!hasNginx)('nginx -t', () => {
     await tmp?.cleanup();
   });
 
-  const variants: [string, boolean, { proxy?: string; prefix?: string }][] = [
+  const variants: [string, boolean, { proxy?: string; prefix?: string; repos?: boolean }][] = [
     ['plain', false, {}],
+    ['public and protected repos, auth_basic', false, { repos: true }],
+    ['public and protected repos, signed', true, { repos: true }],
     ['signed + proxy', true, { proxy: '127.0.0.1:5000' }],
     ['custom prefix', true, { prefix: '/p' }],
   ];
   for (const [name, signing, extra] of variants) {
     it(`accepts the ${name} config`, async () => {
       const dir = tmp.dir;
-      const server = nginxConf(config(path.join(dir, 'root'), signing), {
+      const { repos, ...opts } = extra;
+      const server = nginxConf(config(path.join(dir, 'root'), signing, repos), {
         listen: '127.0.0.1:8080',
         env: { DERRICK_NGINX_TEST_SECRET: SECRET },
-        ...extra,
+        ...opts,
       });
       const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${path.join(dir, 'tmp', t)};`);
       const main = [

@@ -6,12 +6,23 @@
 //   server {
 //     secure_link ...;                         (server level, so @derrick403 can tell "expired")
 //     error_page 403/404 = @derrick403/404;    (registry JSON errors)
-//     location ^~ <prefix>/ {                  alias <root>/published/; types {}; ...
-//       <leaf regex locations>                 web/, app/, anything not under master/: no-cache
-//       location ^~ <prefix>/master/ {         immutable; signed
+//     location ^~ <prefix>/ {                  alias <root>/published/; types {}; ...; return 404
+//       location ^~ <prefix>/app/ { return 404; }      redirect files are internal
+//       location ^~ <prefix>/master/ {         immutable; guarded (every repo, by default)
 //         <leaf regex locations>
 //       }
+//       location ^~ <prefix>/web/ {            no-cache; guarded
+//         <leaf regex locations>
+//       }
+//       location ^~ <prefix>/{master,web}/<key>/ { ... }   one pair per public repo (or cache prefix)
 //     }
+//
+// The access rule is access.ts's, made static from the config: a repo the config doesn't name
+// as public (protected, removed from the config, or an unknown key) falls into the guarded
+// default. Guarded means: with signing, a secure_link signature; without, auth_basic against
+// serve.htpasswd (bcrypt, which nginx checks with the system's crypt()); with neither, 401.
+// The challenge of a 401 is auth_basic's own (error_page keeps it).
+// With signing, master/ needs a signature for every repo, since derrick signs every URL it hands out.
 //     location /v2/ { proxy_pass ... }         (with proxy)
 //     location / { return 404; }
 //   }
@@ -26,7 +37,7 @@
 //  - `max_ranges 1`: several ranges get the whole file (200), as on the embedded server.
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
-import { MANIFEST_DIR } from '../shared/layout.js';
+import { MANIFEST_DIR, REDIRECT_FILE_NAME, repoKey } from '../shared/layout.js';
 import { DIGEST_NAME_PATTERN, IMMUTABLE_CACHE_CONTROL, JSON_TYPE, MUTABLE_CACHE_CONTROL, OCTET_STREAM } from './files.js';
 
 export interface NginxConfOptions {
@@ -83,9 +94,12 @@ function reLiteral(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** How a request proves access to an area: nothing, a signature, or Basic credentials. */
+type Guard = 'open' | 'signature' | 'basic';
+
 interface Area {
   immutable: boolean;
-  signed: boolean;
+  guard: Guard;
 }
 
 export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
@@ -119,7 +133,7 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
 
   const leafBody = (indent: number, area: Area, contentType: string | null, digestHeader: boolean) => {
     w(indent, `if ($request_uri ~* ${guard}) { return 404; }`);
-    if (area.signed) {
+    if (area.guard === 'signature') {
       w(indent, 'if ($secure_link = "") { return 403; }');
       w(indent, 'if ($secure_link = "0") { return 403; }');
     }
@@ -131,8 +145,9 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
 
   const leaves = (indent: number, area: Area) => {
     const digestOrName = `(?:(?<derrick_digest>${DIGEST_NAME_PATTERN})|[^/]+)$`;
-    w(indent, '# dot-files and temp names (.tmp-*) are never served');
+    w(indent, '# dot-files and temp names (.tmp-*) are never served, nor redirect files');
     w(indent, 'location ~ "/\\." { return 404; }');
+    w(indent, `location ~ "^${reLiteral(prefix)}/(master/[^/]+/[^/]+|web/[^/]+)/${reLiteral(REDIRECT_FILE_NAME)}$" { return 404; }`);
     w(indent, `location ~ "/blobs/${digestOrName}" {`);
     leafBody(indent + 1, area, OCTET_STREAM, true);
     w(indent, '}');
@@ -162,29 +177,63 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
     w(1, `secure_link_md5 "$secure_link_expires$uri ${escapeQuoted(secret, 'the signing secret')}";`);
     w(1, '');
   }
+  w(1, 'error_page 401 = @derrick401;');
   w(1, 'error_page 403 = @derrick403;');
   w(1, 'error_page 404 = @derrick404;');
   w(1, '');
+  // The guarded default, and the public exceptions (access.ts: needsProof is false only for a
+  // repo known to be public while anonymous pulls are allowed).
+  const guarded: Guard = secret !== undefined ? 'signature' : 'basic';
+  // Without an htpasswd nobody can authenticate: an empty user file refuses everyone, with the
+  // same 401 and challenge as the embedded server.
+  const userFile = config.serve.htpasswd ?? '/dev/null';
+  const publicKeys = config.serve.anonymous
+    ? [...config.repos.filter((r) => !r.protected).map((r) => `${repoKey(r.name)}/`), ...config.upstreams.map((u) => `${repoKey(u.prefix)}~`)]
+    : [];
+  const protectedKeys = config.repos.filter((r) => r.protected).map((r) => `${repoKey(r.name)}/`);
+  /** `top`: master/ or web/ itself, where <key> alone (no file under it) is never served. */
+  const area = (indent: number, location: string, a: Area, top = false) => {
+    w(indent, `location ^~ ${location} {`);
+    w(indent + 1, 'etag on;');
+    if (top) w(indent + 1, `location ~ "^${reLiteral(location)}[^/]*$" { return 404; }`);
+    if (a.guard === 'basic') {
+      w(indent + 1, 'auth_basic "derrick";');
+      w(indent + 1, `auth_basic_user_file ${quote(userFile, 'serve.htpasswd')};`);
+    }
+    leafBody(indent + 1, a, null, false);
+    w(indent + 1, '');
+    leaves(indent + 1, a);
+    w(indent, '}');
+  };
+
   w(1, `location ^~ ${prefix}/ {`);
   w(2, `alias ${quote(publishedDir + '/', 'published directory')};`);
   w(2, 'sendfile on;');
   w(2, 'tcp_nopush on;');
-  w(2, 'disable_symlinks off;  # web/<key> and app/<key>.json are symlinks into master/');
+  w(2, 'disable_symlinks off;  # web/<key> is a symlink into master/');
   w(2, 'autoindex off;');
   w(2, 'etag on;');
   w(2, 'max_ranges 1;');
   w(2, 'types { }');
   w(2, `default_type ${OCTET_STREAM};`);
-  leafBody(2, { immutable: false, signed: false }, null, false);
+  w(2, '# Only master/<key>/ and web/<key>/ are served; the redirect files under app/ are internal.');
+  w(2, 'return 404;');
   w(2, '');
-  leaves(2, { immutable: false, signed: false });
-  w(2, '');
-  w(2, `location ^~ ${masterPrefix} {`);
-  w(3, 'etag on;');
-  leafBody(3, { immutable: true, signed: secret !== undefined }, null, false);
-  w(3, '');
-  leaves(3, { immutable: true, signed: secret !== undefined });
-  w(2, '}');
+  w(2, `location ^~ ${prefix}/app/ { return 404; }`);
+  area(2, masterPrefix, { immutable: true, guard: guarded }, true);
+  area(2, `${prefix}/web/`, { immutable: false, guard: guarded }, true);
+  for (const key of publicKeys) {
+    if (!/^[a-z0-9._~-]+[/~]$/.test(key)) throw new Error(`repo key "${key}" cannot be an nginx location`);
+    w(2, `# public: ${key}`);
+    area(2, `${masterPrefix}${key}`, { immutable: true, guard: secret !== undefined ? 'signature' : 'open' });
+    area(2, `${prefix}/web/${key}`, { immutable: false, guard: 'open' });
+  }
+  // A protected repo whose name falls under a public pull-through prefix is named explicitly:
+  // the longest prefix location wins.
+  for (const key of protectedKeys.filter((k) => publicKeys.some((p) => k.startsWith(p) && k !== p))) {
+    area(2, `${masterPrefix}${key}`, { immutable: true, guard: guarded });
+    area(2, `${prefix}/web/${key}`, { immutable: false, guard: guarded });
+  }
   w(1, '}');
   w(1, '');
   if (opts.proxy) {
@@ -218,12 +267,17 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
   w(2, `if ($uri ~ "/manifests/") { return 404 ${errorBody('MANIFEST_UNKNOWN', 'manifest unknown')}; }`);
   w(2, `return 404 ${errorBody('NAME_UNKNOWN', 'not found')};`);
   w(1, '}');
+  w(1, 'location @derrick401 {');
+  w(2, 'types { }');
+  w(2, `default_type ${JSON_TYPE};`);
+  w(2, `add_header Cache-Control ${quote(MUTABLE_CACHE_CONTROL, 'Cache-Control')} always;`);
+  w(2, `return 401 ${errorBody('UNAUTHORIZED', 'authentication required')};`);
+  w(1, '}');
   w(1, 'location @derrick403 {');
   w(2, 'types { }');
   w(2, `default_type ${JSON_TYPE};`);
   w(2, `add_header Cache-Control ${quote(MUTABLE_CACHE_CONTROL, 'Cache-Control')} always;`);
   if (secret !== undefined) {
-    w(2, `if ($uri !~ "^${reLiteral(masterPrefix)}") { return 403 ${errorBody('DENIED', 'access denied')}; }`);
     w(2, `if ($secure_link = "0") { return 403 ${errorBody('DENIED', 'signed URL expired')}; }`);
     w(2, `if ($arg_md5 = "") { return 403 ${errorBody('DENIED', 'signed URL required')}; }`);
     w(2, `if ($secure_link = "") { return 403 ${errorBody('DENIED', 'invalid signature')}; }`);

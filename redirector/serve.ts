@@ -31,7 +31,7 @@ function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
-function fileRequest(method: string, url: string, headers: http.IncomingHttpHeaders): FileRequest {
+function fileRequest(method: string, url: string, headers: http.IncomingHttpHeaders, remoteAddress: () => string | undefined): FileRequest {
   const q = url.indexOf('?');
   const query = q === -1 ? undefined : new URLSearchParams(url.slice(q + 1));
   return {
@@ -39,6 +39,7 @@ function fileRequest(method: string, url: string, headers: http.IncomingHttpHead
     rawPath: rawPathOf(url),
     header: (n) => headerValue(headers[n]),
     query: (n) => query?.get(n) ?? undefined,
+    remoteAddress,
   };
 }
 
@@ -85,7 +86,20 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
         config, layout: l, index, metrics, log, urls, manifests: s.manifests, redirectStatus: s['redirect-status'], override: opts.policy,
       })
     : undefined;
-  const files = s.blobs === 'embedded' ? createFileHandler({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined;
+  const auth = createAuthenticator(s.htpasswd);
+  // The seam through which the file server learns protection; a repo the index doesn't know
+  // (unpublished, replaced, not loaded) answers undefined and is treated as protected.
+  const isProtected = (name: string) => index.get(name)?.protected;
+  const files =
+    s.blobs === 'embedded'
+      ? createFileHandler({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret, access: { anonymous: s.anonymous, isProtected, auth } })
+      : undefined;
+  if (!secret && s.blobs !== 'embedded' && auth.hasUsers) {
+    log.warn(
+      { blobs: s.blobs },
+      'serve.blobs is another server and serve.signing is off: clients resend credentials only to the same host:port, so protected blobs need that server behind the same origin as /v2 (nginx-conf --proxy) or signed URLs',
+    );
+  }
   const { app, v2 } = createApp({
     pullThrough,
     index,
@@ -93,7 +107,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     manifests: s.manifests,
     redirectStatus: s['redirect-status'],
     anonymous: s.anonymous,
-    auth: createAuthenticator(s.htpasswd),
+    auth,
     metrics,
     log,
     fileServer: files && honoFileServer(files),
@@ -111,7 +125,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     }
     // The embedded blob server is the other hot path (every redirected blob lands here).
     if (files && url.startsWith(FILES_PREFIX + '/') && (req.method === 'GET' || req.method === 'HEAD')) {
-      files(fileRequest(req.method, url, req.headers)).then(
+      files(fileRequest(req.method, url, req.headers, () => req.socket.remoteAddress)).then(
         (r) => writeReply(res, r),
         (err: Error) => {
           log.error({ err: err.message, url }, 'file server failed');
@@ -145,6 +159,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
       await pullThrough?.committer.idle();
       await pullThrough?.accessLog.flush();
       await index.close();
+      await auth.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

@@ -5,7 +5,7 @@ import { errors, RegistryError } from '../shared/errors.js';
 import { blobRelPath, manifestRelPath, TAGS_LIST_REL_PATH } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
 import { isDigestSyntax, isValidName } from '../shared/oci.js';
-import type { Authenticator } from './auth.js';
+import { needsProof, unauthorized, type CredentialCheck } from './access.js';
 import { errorReply } from './errors.js';
 import type { IndexedRepo, RepoIndex, RepoVersion } from './index.js';
 import { craneManifestPath, manifestReply, parseAccept, validateReference } from './manifests.js';
@@ -23,7 +23,7 @@ export interface V2Options {
   redirectStatus: 302 | 307;
   /** When false, every /v2 request needs credentials. */
   anonymous: boolean;
-  auth: Authenticator;
+  auth: CredentialCheck & { readonly hasUsers?: boolean };
   metrics: Metrics;
   log: Logger;
   /** Serves <prefix>/<repo> from configured upstreams; absent when there are none. */
@@ -97,17 +97,14 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     if (!inc) counters.set(key, (inc = metrics.requests.child(route, method, String(status))));
     inc();
   };
+  // With users to check, /v2/ names the Basic challenge even when it answers 200: containers/image
+  // (skopeo, podman, buildah) reads it there and only then sends credentials to protected repos.
+  const baseHeaders: Record<string, string> = { 'Content-Type': 'application/json', 'Content-Length': '2' };
+  if (o.auth.hasUsers) baseHeaders['WWW-Authenticate'] = unauthorized(o.auth.realm).headers['WWW-Authenticate']!;
   const redirectCounters = {
     blob: { inc: metrics.redirects.child('blob') },
     manifest: { inc: metrics.redirects.child('manifest') },
     tags: { inc: metrics.redirects.child('tags') },
-  };
-
-  const requireAuth = (req: V2Request, repo?: IndexedRepo) => {
-    if (o.anonymous && !repo?.protected) return;
-    if (!o.auth.check(req.header('authorization'))) {
-      throw errors.unauthorized(o.auth.realm, repo ? [{ Type: 'repository', Name: repo.name, Action: 'pull' }] : undefined);
-    }
   };
 
   /** Names in the index are valid by construction: the grammar runs only for the others. */
@@ -115,15 +112,36 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     if (!index.get(name) && !isValidName(name)) throw errors.nameInvalid(name);
   };
 
-  const lookup = (req: V2Request, name: string): IndexedRepo => {
+  /**
+   * What a request must show before it is routed (access.ts holds the rule): nothing, Basic
+   * credentials, or credentials only if it sent some (then they must be right). Decided from
+   * memory, so requests that need no password check stay synchronous. A name that is not in the
+   * index needs proof too: an anonymous caller can't tell a protected repo from a missing one.
+   */
+  const requirement = (p: Parsed): 'none' | 'required' | 'if-sent' => {
+    switch (p.route) {
+      case 'base':
+      case 'catalog':
+        return o.anonymous ? 'if-sent' : 'required';
+      case 'manifest':
+      case 'blob':
+      case 'tags':
+      case 'referrers': {
+        const name = p.name!;
+        const repo = index.get(name);
+        if (!repo && !isValidName(name)) return 'none'; // NAME_INVALID, the same for everyone
+        const protection = repo ? repo.protected : o.pullThrough?.match(name) ? false : undefined;
+        return needsProof(o.anonymous, protection) ? 'required' : 'none';
+      }
+      default:
+        return 'none';
+    }
+  };
+
+  const lookup = (name: string): IndexedRepo => {
     checkName(name);
     const repo = index.get(name);
-    // An unauthenticated caller learns nothing about a protected repo beyond "authenticate".
-    if (!repo) {
-      if (!o.anonymous) requireAuth(req);
-      throw errors.nameUnknown(name);
-    }
-    requireAuth(req, repo);
+    if (!repo) throw errors.nameUnknown(name);
     return repo;
   };
 
@@ -133,7 +151,8 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     return reply(method, o.redirectStatus, { Location: location, ...extra });
   };
 
-  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams): Reply | Promise<Reply> => {
+  /** `user`: who the credentials checked by `requirement` belong to, if any. */
+  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams, user: string | undefined): Reply | Promise<Reply> => {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
     switch (p.route) {
@@ -142,12 +161,9 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       case 'unknown':
         throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { path }, 404);
       case 'base':
-        requireAuth(req);
-        return reply(method, 200, { 'Content-Type': 'application/json', 'Content-Length': '2' }, '{}');
+        return reply(method, 200, { ...baseHeaders }, '{}');
       case 'catalog': {
-        if (!o.anonymous) requireAuth(req);
-        const authed = !!o.auth.check(req.header('authorization'));
-        const visible = index.names().filter((n) => authed || !index.get(n)!.protected);
+        const visible = index.names().filter((n) => user !== undefined || !needsProof(o.anonymous, index.get(n)?.protected));
         const page = paginate(visible, query.get('n') ?? undefined, query.get('last') ?? undefined, '/v2/_catalog');
         return jsonReply(method, { repositories: page.items }, page.link);
       }
@@ -155,12 +171,11 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         checkName(p.name!);
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
-          if (!o.anonymous) requireAuth(req);
           const kind = validateReference(p.name!, p.ref!);
           const accept = parseAccept(req.header('accept')?.split(',') ?? []);
           return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress?.(), accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(p.name!);
         const kind = validateReference(repo.name, p.ref!);
         const accept = parseAccept(req.header('accept')?.split(',') ?? []);
         if (repo.kind === 'crane') return redirect(method, 'manifest', repo.current.url + craneManifestPath(repo.crane!, p.ref!, accept ?? new Set()));
@@ -187,10 +202,9 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           // rest come through the cache, which confirms them first (design invariant 9).
           const cached = index.get(p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
-          if (!o.anonymous) requireAuth(req);
           if (!version || !o.pullThrough!.proven(p.name!, p.ref!)) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(p.name!);
         const digest = p.ref!;
         if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
         const version = versionWithBlob(repo, digest);
@@ -217,11 +231,10 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         checkName(p.name!);
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
-          if (!o.anonymous) requireAuth(req);
           const page = { n: query.get('n') ?? undefined, last: query.get('last') ?? undefined };
           return o.pullThrough!.tags({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, page);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(p.name!);
         if (repo.kind === 'crane') return redirect(method, 'tags', repo.current.url + TAGS_LIST_REL_PATH);
         const page = paginate(repo.sortedTags, query.get('n') ?? undefined, query.get('last') ?? undefined, `/v2/${repo.name}/tags/list`);
         return jsonReply(method, { name: repo.name, tags: page.items }, page.link);
@@ -230,11 +243,10 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         checkName(p.name!);
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
-          if (!o.anonymous) requireAuth(req);
           if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
           return o.pullThrough!.referrers({ method, accept: null }, p.name!, p.ref!, query.get('artifactType') ?? undefined);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(p.name!);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         return referrersResponse(repo, p.ref!, query.get('artifactType') ?? undefined, method);
       }
@@ -260,13 +272,25 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       }
       return r;
     };
+    const query = q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1));
     let r: Reply | Promise<Reply>;
     try {
-      r = route(req, p, path, q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1)));
+      const need = requirement(p);
+      const authorization = need === 'none' ? undefined : req.header('authorization');
+      if (need === 'none' || (need === 'if-sent' && authorization === undefined)) {
+        r = route(req, p, path, query, undefined);
+      } else {
+        const user = o.auth.check(authorization, req.remoteAddress?.());
+        const proceed = (u: string | undefined) => {
+          if (u === undefined) throw unauthorized(o.auth.realm, p.name);
+          return route(req, p, path, query, u);
+        };
+        r = user instanceof Promise ? user.then(proceed) : proceed(user);
+      }
     } catch (err) {
       r = fail(err);
     }
-    // Only pull-through misses are asynchronous; everything else stays on the synchronous path.
+    // Only password checks and pull-through misses are asynchronous; the rest stays synchronous.
     return r instanceof Promise ? r.then(done, (err) => done(fail(err))) : done(r);
   };
 }

@@ -46,7 +46,7 @@ interface Server {
 /** The embedded file server alone, on 127.0.0.1:<free port>, mounted at `*` so it sees everything. */
 async function startEmbedded(publishedDir: string, signingSecret?: string): Promise<Server> {
   const app = new Hono();
-  app.on(['GET', 'HEAD'], '*', createFileServer({ publishedDir, prefix: PREFIX, signingSecret }));
+  app.on(['GET', 'HEAD'], '*', createFileServer({ publishedDir, prefix: PREFIX, signingSecret, access: { anonymous: true, isProtected: (name) => (name === REPO ? false : undefined) } }));
   return new Promise((resolve) => {
     const srv = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
       resolve({
@@ -147,7 +147,8 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
     expect(masters).toHaveLength(1);
     master = masters[0]!;
     masterRel = l.masterUrlPath(REPO, master); // master/<key>/<ts>/
-    files = await listFiles(l.master(REPO, master));
+    // The redirect file is internal: never served (checked below), so not among the served files.
+    files = (await listFiles(l.master(REPO, master))).filter((f) => f !== 'redirect.json');
     // Debris a crashed publish could leave behind: never served.
     await fs.writeFile(path.join(l.master(REPO, master), 'blobs', '.tmp-partial'), 'partial');
     await fs.mkdir(path.join(l.masterDir(REPO), '.tmp-20990101T000000.000Z-000', 'tags'), { recursive: true });
@@ -177,7 +178,6 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
 
   it('published a tree with every kind of file', () => {
     expect(files).toContain('tags/list');
-    expect(files).toContain('redirect.json');
     for (const dir of ['2', 'list', 'oci', 'oci-index']) {
       expect(files.some((f) => f.startsWith(`manifests/${dir}/sha256:`)), dir).toBe(true);
     }
@@ -210,7 +210,7 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
     }
   });
 
-  it('serves web/ and app/ links with no-cache', async () => {
+  it('serves web/ links with no-cache, and never app/ (redirect files are internal)', async () => {
     for (const rel of files) {
       const urlPath = `${PREFIX}/web/${KEY}/${rel}`;
       const want = expected(rel);
@@ -222,15 +222,12 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
         expect(header(res, 'cache-control')).toBe('no-cache');
       }
     }
-    const redirect = await fs.readFile(path.join(publishedDir, masterRel, 'redirect.json'));
     for (const server of [nginx, embedded]) {
-      const res = await rawRequest(server.url, `${PREFIX}/app/${KEY}.json`);
-      expect(res.status).toBe(200);
-      expect(res.body.equals(redirect)).toBe(true);
-      expect(header(res, 'content-type')).toBe('application/json');
-      expect(header(res, 'cache-control')).toBe('no-cache');
-      // '~' percent-encoded is the same file.
-      expect((await rawRequest(server.url, `${PREFIX}/app/demo%7Ehello.json`)).status).toBe(200);
+      for (const p of [`${PREFIX}/app/${KEY}.json`, `${PREFIX}/app/demo%7Ehello.json`, `${PREFIX}/app/`, `${PREFIX}/${masterRel}redirect.json`, `${PREFIX}/web/${KEY}/redirect.json`]) {
+        const res = await rawRequest(server.url, p);
+        expect(res.status, `${server.url} ${p}`).toBe(404);
+        expect(errorCode(res)).toBe('NAME_UNKNOWN');
+      }
     }
   });
 
@@ -282,7 +279,6 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
       [`${masterRel}blobs/sha256:${'0'.repeat(64)}`, 'BLOB_UNKNOWN'],
       [`${masterRel}manifests/oci/nope`, 'MANIFEST_UNKNOWN'],
       [`${masterRel}manifests/2/sha256:${'0'.repeat(64)}`, 'MANIFEST_UNKNOWN'],
-      [`web/nope/tags/list`, 'NAME_UNKNOWN'],
       [`app/nope.json`, 'NAME_UNKNOWN'],
       [`${masterRel}blobs`, 'NAME_UNKNOWN'],
       [`${masterRel}blobs/`, 'BLOB_UNKNOWN'],
@@ -300,6 +296,13 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
         expect(errorCode(res), `${server.url} ${rel}`).toBe(code);
         expect(header(res, 'cache-control')).toBe('no-cache');
       }
+    }
+    // A key the config doesn't know is guarded like a protected repo (fail closed).
+    for (const server of [nginx, embedded]) {
+      const res = await rawRequest(server.url, `${PREFIX}/web/nope/tags/list`);
+      expect(res.status, server.url).toBe(401);
+      expect(errorCode(res)).toBe('UNAUTHORIZED');
+      expect(header(res, 'www-authenticate')).toMatch(/^Basic realm="derrick"/);
     }
     // Outside the prefix: nginx's catch-all answers the same JSON.
     const res = await rawRequest(nginx.url, '/nope');
@@ -398,10 +401,13 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
       }
     });
 
-    it('needs no signature for web/ and app/', async () => {
+    it('needs no signature for web/ of a public repo, and never serves app/', async () => {
       for (const server of [signedNginx, signedEmbedded]) {
         expect((await rawRequest(server.url, `${PREFIX}/web/${KEY}/tags/list`)).status).toBe(200);
-        expect((await rawRequest(server.url, `${PREFIX}/app/${KEY}.json`)).status).toBe(200);
+        expect((await rawRequest(server.url, `${PREFIX}/app/${KEY}.json`)).status).toBe(404);
+        const unknown = await rawRequest(server.url, `${PREFIX}/web/nope/tags/list`);
+        expect(unknown.status, server.url).toBe(403);
+        expect(errorCode(unknown)).toBe('DENIED');
       }
     });
   });

@@ -138,7 +138,9 @@ const cases: Case[] = [
   },
   { name: 'no Accept gets the stored manifest', path: '/v2/demo/hello/manifests/multi', status: 200, expect: (r) => expect(r.headers['content-type']).toBe(MediaType.ociIndex) },
   { name: 'unknown tag', path: '/v2/demo/hello/manifests/nope', status: 404, code: 'MANIFEST_UNKNOWN' },
-  { name: 'unknown repo', path: '/v2/no/such/manifests/v1', status: 404, code: 'NAME_UNKNOWN' },
+  // An unknown name answers an anonymous caller like a protected one, so protected names can't be discovered.
+  { name: 'unknown repo', path: '/v2/no/such/manifests/v1', status: 401, code: 'UNAUTHORIZED' },
+  { name: 'unknown repo with credentials', path: '/v2/no/such/manifests/v1', headers: { Authorization: auth }, status: 404, code: 'NAME_UNKNOWN' },
   { name: 'bad digest in manifest ref', path: '/v2/demo/hello/manifests/sha256:totallywrong!', status: 400, code: 'DIGEST_INVALID' },
   { name: 'unknown digest', path: `/v2/demo/hello/manifests/sha256:${'0'.repeat(64)}`, status: 404, code: 'MANIFEST_UNKNOWN' },
   {

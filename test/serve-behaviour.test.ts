@@ -193,8 +193,9 @@ describe('crane redirect files', () => {
   });
 
   it('skips v1 and bad-version files without losing the others', async () => {
-    expect((await get('/v2/acme/old/manifests/latest')).status).toBe(404);
-    expect((await get('/v2/acme/broken/manifests/latest')).status).toBe(404);
+    // Not served: answered like any unknown name (401 to an anonymous caller, see access.ts).
+    expect((await get('/v2/acme/old/manifests/latest')).status).toBe(401);
+    expect((await get('/v2/acme/broken/manifests/latest')).status).toBe(401);
     expect(server.index.names()).toEqual(['acme/base', 'acme/legacy', 'acme/tools']);
     expect(mem.lines.some((l) => l.includes('wrong_version.json'))).toBe(true);
   });
