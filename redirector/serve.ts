@@ -60,6 +60,10 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     craneData: s['crane-data'],
     graceMs: config.grace,
     rescanMs: s['rescan-interval'],
+    memoryBound: s['index-memory'],
+    manifestCache: s['manifest-cache'],
+    maxFileSize: s['max-redirect-file'],
+    protectedNames: new Set(config.repos.filter((r) => r.protected).map((r) => r.name)),
     log,
     events: {
       onLoaded: (repo, ms) => {

@@ -39,6 +39,22 @@ export interface V2Request {
   remoteAddress?: () => string | undefined;
 }
 
+/**
+ * Thrown when an answer needs the disk (a repo not in memory, manifest bytes not cached, a
+ * catalog's unknown names): the handler waits for `ready` and runs the route again. Everything
+ * in memory stays on the synchronous path.
+ */
+class Pending {
+  constructor(readonly ready: Promise<void>) {}
+}
+
+/** What earlier passes of one request loaded, so the next pass finds it even if the LRU dropped it. */
+interface Loaded {
+  repos: Map<string, IndexedRepo | null>;
+  bytes: Map<string, Buffer>;
+  catalog?: string[];
+}
+
 type Route = 'base' | 'catalog' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'unknown';
 
 interface Parsed {
@@ -112,12 +128,30 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
 
   /** Names in the index are valid by construction: the grammar runs only for the others. */
   const checkName = (name: string) => {
-    if (!index.get(name) && !isValidName(name)) throw errors.nameInvalid(name);
+    if (!index.peek(name) && !isValidName(name)) throw errors.nameInvalid(name);
   };
 
-  const lookup = (req: V2Request, name: string): IndexedRepo => {
+  /** The repo from memory; a published repo that is not in memory is loaded first (Pending). */
+  const repoOf = (ld: Loaded, name: string): IndexedRepo | undefined => {
+    if (ld.repos.has(name)) return ld.repos.get(name) ?? undefined;
+    const repo = index.peek(name);
+    if (repo || !index.has(name)) return repo;
+    throw new Pending(index.load(name).then((r) => void ld.repos.set(name, r ?? null)));
+  };
+
+  /** A manifest's bytes from the byte cache, else read from its master (Pending). */
+  const bytesOf = (ld: Loaded, repo: IndexedRepo, digest: string): Buffer => {
+    const have = ld.bytes.get(digest);
+    if (have) return have;
+    const version = repo.current.manifests.has(digest) ? repo.current : repo.previous.find((p) => p.version.manifests.has(digest))!.version;
+    const cached = index.cachedManifest(version, digest);
+    if (cached) return cached;
+    throw new Pending(index.readManifest(version, digest).then((b) => void ld.bytes.set(digest, b)));
+  };
+
+  const lookup = (req: V2Request, name: string, ld: Loaded): IndexedRepo => {
     checkName(name);
-    const repo = index.get(name);
+    const repo = repoOf(ld, name);
     // An unauthenticated caller learns nothing about a protected repo beyond "authenticate".
     if (!repo) {
       if (!o.anonymous) requireAuth(req);
@@ -133,7 +167,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     return reply(method, o.redirectStatus, { Location: location, ...extra });
   };
 
-  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams): Reply | Promise<Reply> => {
+  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams, ld: Loaded): Reply | Promise<Reply> => {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
     switch (p.route) {
@@ -147,7 +181,8 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       case 'catalog': {
         if (!o.anonymous) requireAuth(req);
         const authed = !!o.auth.check(req.header('authorization'));
-        const visible = index.names().filter((n) => authed || !index.get(n)!.protected);
+        const visible = ld.catalog ?? index.visibleNames(authed);
+        if (visible instanceof Promise) throw new Pending(visible.then((v) => void (ld.catalog = v)));
         const page = paginate(visible, query.get('n') ?? undefined, query.get('last') ?? undefined, '/v2/_catalog');
         return jsonReply(method, { repositories: page.items }, page.link);
       }
@@ -160,7 +195,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           const accept = parseAccept(req.header('accept')?.split(',') ?? []);
           return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress?.(), accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(req, p.name!, ld);
         const kind = validateReference(repo.name, p.ref!);
         const accept = parseAccept(req.header('accept')?.split(',') ?? []);
         if (repo.kind === 'crane') return redirect(method, 'manifest', repo.current.url + craneManifestPath(repo.crane!, p.ref!, accept ?? new Set()));
@@ -174,6 +209,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           mode: o.manifests,
           redirectStatus: o.redirectStatus,
           urls: o.urls,
+          bytes: (digest) => bytesOf(ld, repo, digest),
         });
         if (r.redirected) redirectCounters.manifest.inc();
         return r.reply;
@@ -184,12 +220,12 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         const pt = o.pullThrough?.match(p.name!);
         if (pt) {
           // Committed blobs take the static path; the rest come through the cache.
-          const cached = index.get(p.name!);
+          const cached = repoOf(ld, p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
           if (!o.anonymous) requireAuth(req);
           if (!version) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(req, p.name!, ld);
         const digest = p.ref!;
         if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
         const version = versionWithBlob(repo, digest);
@@ -220,13 +256,13 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           const page = { n: query.get('n') ?? undefined, last: query.get('last') ?? undefined };
           return o.pullThrough!.tags({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, page);
         }
-        const repo = lookup(req, p.name!);
+        const repo = lookup(req, p.name!, ld);
         if (repo.kind === 'crane') return redirect(method, 'tags', repo.current.url + TAGS_LIST_REL_PATH);
         const page = paginate(repo.sortedTags, query.get('n') ?? undefined, query.get('last') ?? undefined, `/v2/${repo.name}/tags/list`);
         return jsonReply(method, { name: repo.name, tags: page.items }, page.link);
       }
       case 'referrers': {
-        const repo = lookup(req, p.name!);
+        const repo = lookup(req, p.name!, ld);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         return referrersResponse(repo, p.ref!, query.get('artifactType') ?? undefined, method);
       }
@@ -252,13 +288,19 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       }
       return r;
     };
-    let r: Reply | Promise<Reply>;
-    try {
-      r = route(req, p, path, q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1)));
-    } catch (err) {
-      r = fail(err);
-    }
-    // Only pull-through misses are asynchronous; everything else stays on the synchronous path.
+    const query = q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1));
+    const ld: Loaded = { repos: new Map(), bytes: new Map() };
+    // Each pass either answers or names one thing to load; a few passes cover any request.
+    const attempt = (pass: number): Reply | Promise<Reply> => {
+      try {
+        return route(req, p, path, query, ld);
+      } catch (err) {
+        if (err instanceof Pending && pass < 4) return err.ready.then(() => attempt(pass + 1));
+        return fail(err instanceof Pending ? new Error('request needed too many loads') : err);
+      }
+    };
+    const r = attempt(0);
+    // Pull-through misses and cold repos are asynchronous; what is in memory stays synchronous.
     return r instanceof Promise ? r.then(done, (err) => done(fail(err))) : done(r);
   };
 }

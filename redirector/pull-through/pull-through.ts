@@ -133,9 +133,10 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
   const loadManifest = async (req: PullThroughRequest, m: RouteMatch, repo: CacheRepo, digest: string, allowFetch: boolean): Promise<CachedManifest | undefined> => {
     const have = repo.manifests.get(digest);
     if (have?.bytes) return have;
-    const published = o.index.get(repo.name)?.current.manifests.get(digest);
-    if (published) {
-      const cm = cachedManifest(published.bytes, published.mediaType);
+    const pub = await o.index.load(repo.name);
+    const published = pub?.current.manifests.get(digest);
+    if (pub && published) {
+      const cm = cachedManifest(await o.index.readManifest(pub.current, digest), published.mediaType);
       repo.manifests.set(digest, cm);
       return cm;
     }
@@ -152,12 +153,12 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
   };
 
   const serveManifest = (req: PullThroughRequest, repo: CacheRepo, digest: string, cm: CachedManifest, kind: 'tag' | 'digest', maxAge: number, stale: boolean): Reply => {
-    const published = o.index.get(repo.name);
+    const published = o.index.peek(repo.name);
     const extra: Record<string, string> = stale ? { Warning: STALE_WARNING } : {};
     if (published?.current.manifests.has(digest) && o.manifests === 'redirect') {
       const r = manifestReply({
         method: req.method, repo: published, ref: digest, kind: 'digest', accept: null, ifNoneMatch: req.ifNoneMatch,
-        mode: o.manifests, redirectStatus: o.redirectStatus, urls: o.urls,
+        mode: o.manifests, redirectStatus: o.redirectStatus, urls: o.urls, bytes: () => cm.bytes!,
       }).reply;
       Object.assign(r.headers, extra);
       return r;
@@ -194,7 +195,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
         return serveManifest(req, repo, ref, cm, 'digest', 0, false);
       }
       const now = Date.now();
-      const publishedDigest = o.index.get(name)?.tags.get(ref);
+      const publishedDigest = (await o.index.load(name))?.tags.get(ref);
       const known = repo.tags.get(ref) ?? (publishedDigest ? { digest: publishedDigest, checkedAt: 0 } : undefined);
       if (known && !repo.tags.has(ref)) repo.tags.set(ref, known);
       const fresh = known !== undefined && now - known.checkedAt < ttl;
@@ -310,10 +311,11 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
   };
 
   const tagList = async (req: PullThroughRequest, m: RouteMatch, name: string): Promise<{ tags: string[]; stale: boolean }> => {
-    const cached = () => [...new Set([...(repos.get(name)?.tags.keys() ?? []), ...(o.index.get(name)?.sortedTags ?? [])])].sort();
+    const published = await o.index.load(name);
+    const cached = () => [...new Set([...(repos.get(name)?.tags.keys() ?? []), ...(published?.sortedTags ?? [])])].sort();
     if (m.route.policy === 'Never') {
       const have = cached();
-      if (have.length === 0 && !o.index.get(name)) throw errors.nameUnknown(name);
+      if (have.length === 0 && !published) throw errors.nameUnknown(name);
       return { tags: have, stale: false };
     }
     try {

@@ -1,0 +1,78 @@
+// A redirect file's text -> the compact in-memory form of one repo version.
+import path from 'node:path';
+import { repoKey } from '../../shared/layout.js';
+import type { Descriptor } from '../../shared/oci.js';
+import { parseRedirectFile, type AnyRedirectFile, type DerrickData } from '../../shared/redirect-file.js';
+import { BadFileError } from './app-entry.js';
+import type { IndexedRepo, RepoVersion } from './types.js';
+
+export interface ParsedDerrick {
+  name: string;
+  protected: boolean;
+  version: RepoVersion;
+  tags: Map<string, string>;
+  referrers: Record<string, Descriptor[]>;
+}
+
+/**
+ * Parses derrick's own v4 file. `expectKey`: the app file's name without .json; a file that
+ * claims another repo's name is refused, so it can't replace what that name serves.
+ */
+export function parseDerrickFile(text: string, real: string, expectKey?: string): ParsedDerrick {
+  const parsed = parseRedirectFile(text);
+  if (parsed.version !== 4 || !('derrick' in parsed) || !parsed.derrick) throw new BadFileError('not a derrick redirect file (no derrick data)');
+  const name = parsed['repo-registry-id'];
+  if (expectKey !== undefined && repoKey(name) !== expectKey) {
+    throw new BadFileError(`repo-registry-id "${name}" does not match the file name (expected the key "${expectKey}")`);
+  }
+  const d: DerrickData = parsed.derrick;
+  const manifests = new Map(Object.entries(d.manifests));
+  // Tag values reuse the manifest map's key strings: one copy of each digest in memory.
+  const keyOf = new Map<string, string>();
+  for (const k of manifests.keys()) keyOf.set(k, k);
+  const tags = new Map<string, string>();
+  for (const [t, dg] of Object.entries(d.tags)) tags.set(t, keyOf.get(dg) ?? dg);
+  return {
+    name,
+    protected: parsed.protected,
+    version: { url: parsed.url, master: d.master, dir: path.dirname(real), manifests, blobs: new Set(Object.keys(d.blobs)) },
+    tags,
+    referrers: d.referrers,
+  };
+}
+
+export function derrickRepo(p: ParsedDerrick, file: string, real: string, cost: number): IndexedRepo {
+  return {
+    name: p.name,
+    kind: 'derrick',
+    file,
+    real,
+    protected: p.protected,
+    current: p.version,
+    tags: p.tags,
+    sortedTags: [...p.tags.keys()].sort(),
+    referrers: p.referrers,
+    previous: [],
+    cost,
+  };
+}
+
+/** crane's v2-v4 files, served with crane's own redirects. v1 is the v1 API only, as in crane. */
+export function craneRepo(text: string, file: string, cost: number): IndexedRepo {
+  const parsed: AnyRedirectFile = parseRedirectFile(text);
+  if (parsed.version === 1) throw new BadFileError('crane v1 redirect file: v1 API only, not served on /v2 (as crane)');
+  return {
+    name: parsed['repo-registry-id'],
+    kind: 'crane',
+    file,
+    real: file,
+    protected: parsed.protected,
+    current: { url: parsed.url.endsWith('/') ? parsed.url : parsed.url + '/', manifests: new Map(), blobs: new Set() },
+    tags: new Map(),
+    sortedTags: [],
+    referrers: {},
+    crane: parsed,
+    previous: [],
+    cost,
+  };
+}
