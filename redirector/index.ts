@@ -86,6 +86,8 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
 
   /** Re-checks what is remembered about one name; reloads it only when it is in memory and changed. */
   const revalidate = async (name: string) => {
+    // A load in flight may have resolved the entry before this change: let it land, then compare.
+    await flights.get(name)?.catch(() => undefined);
     const loaded = loader.lru.peek(name);
     if (loaded?.kind === 'crane') {
       if (appFiles.has(name)) loader.lru.delete(name); // derrick's own publish wins

@@ -2,9 +2,37 @@
 import path from 'node:path';
 import { repoKey } from '../../shared/layout.js';
 import type { Descriptor } from '../../shared/oci.js';
-import { parseRedirectFile, type AnyRedirectFile, type DerrickData } from '../../shared/redirect-file.js';
+import { isDigestSyntax, isValidTag } from '../../shared/oci.js';
+import { parseRedirectFile, parseRedirectJson, type AnyRedirectFile, type DerrickData } from '../../shared/redirect-file.js';
 import { BadFileError } from './app-entry.js';
 import type { IndexedRepo, RepoVersion } from './types.js';
+
+/**
+ * JSON.parse, then a fast pass over the big maps that stops at the first bad entry. The schema
+ * check that follows reports every issue it finds, at ~0.1 ms each: without this pass, a 25 KB
+ * file of 2,000 bad tags held the event loop for 270 ms (and 250 KB for 2.2 s).
+ */
+function precheck(text: string): unknown {
+  let json: { derrick?: { tags?: unknown; manifests?: unknown; blobs?: unknown } };
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new BadFileError(`not valid JSON: ${(err as Error).message}`);
+  }
+  const d = json?.derrick;
+  if (!d || typeof d !== 'object') return json;
+  const entries = (key: 'tags' | 'manifests' | 'blobs') => {
+    const m = d[key];
+    if (!m || typeof m !== 'object' || Array.isArray(m)) throw new BadFileError(`derrick.${key}: is not an object`);
+    return Object.entries(m as Record<string, unknown>);
+  };
+  for (const [t, dg] of entries('tags')) {
+    if (!isValidTag(t) || typeof dg !== 'string' || !isDigestSyntax(dg)) throw new BadFileError(`derrick.tags.${t.slice(0, 128)}: is not a tag -> digest`);
+  }
+  for (const [dg, m] of entries('manifests')) if (!isDigestSyntax(dg) || !m || typeof m !== 'object') throw new BadFileError(`derrick.manifests.${dg.slice(0, 80)}: is not a digest -> manifest`);
+  for (const [dg, n] of entries('blobs')) if (!isDigestSyntax(dg) || typeof n !== 'number') throw new BadFileError(`derrick.blobs.${dg.slice(0, 80)}: is not a digest -> size`);
+  return json;
+}
 
 export interface ParsedDerrick {
   name: string;
@@ -19,7 +47,7 @@ export interface ParsedDerrick {
  * claims another repo's name is refused, so it can't replace what that name serves.
  */
 export function parseDerrickFile(text: string, real: string, expectKey?: string): ParsedDerrick {
-  const parsed = parseRedirectFile(text);
+  const parsed = parseRedirectJson(precheck(text));
   if (parsed.version !== 4 || !('derrick' in parsed) || !parsed.derrick) throw new BadFileError('not a derrick redirect file (no derrick data)');
   const name = parsed['repo-registry-id'];
   if (expectKey !== undefined && repoKey(name) !== expectKey) {
