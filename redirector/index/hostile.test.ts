@@ -143,13 +143,16 @@ describe('hostile app-dir entries', () => {
   });
 
   it('refuses an app entry that resolves outside root', async () => {
+    // A complete master (manifests and all) outside root, claiming the name its link has.
     const outside = path.join(tmp.dir, 'outside');
-    await fs.mkdir(outside);
-    const victimFile = JSON.parse(await fs.readFile(path.join(appDir, 'victim.json'), 'utf8'));
+    await fs.cp(path.dirname(await fs.realpath(path.join(appDir, 'victim.json'))), outside, { recursive: true });
+    const file = path.join(outside, 'redirect.json');
+    const victimFile = JSON.parse(await fs.readFile(file, 'utf8'));
     victimFile['repo-registry-id'] = 'escape';
     victimFile.repository = 'escape';
-    await fs.writeFile(path.join(outside, 'redirect.json'), JSON.stringify(victimFile));
-    await fs.symlink(path.join(outside, 'redirect.json'), path.join(appDir, 'escape.json'));
+    await fs.chmod(file, 0o644);
+    await fs.writeFile(file, JSON.stringify(victimFile));
+    await fs.symlink(file, path.join(appDir, 'escape.json'));
     await server.index.reload();
     const r = await timed(server.url, '/v2/escape/manifests/latest');
     expect(r.status).toBe(404);
@@ -158,9 +161,16 @@ describe('hostile app-dir entries', () => {
   });
 
   it("refuses a file whose repo-registry-id is not its file name's key; the victim is still served", async () => {
-    const other = JSON.parse(await fs.readFile(path.join(appDir, 'other.json'), 'utf8'));
+    // A complete master inside root (a copy of other's), whose redirect file claims "victim".
+    const l = layout(tree.config.root);
+    const fake = path.join(l.masterRoot, 'impostor', 'copy');
+    await fs.cp(path.dirname(await fs.realpath(path.join(appDir, 'other.json'))), fake, { recursive: true });
+    const file = path.join(fake, 'redirect.json');
+    const other = JSON.parse(await fs.readFile(file, 'utf8'));
     other['repo-registry-id'] = 'victim';
-    await fs.writeFile(path.join(appDir, 'impostor.json'), JSON.stringify(other));
+    await fs.chmod(file, 0o644);
+    await fs.writeFile(file, JSON.stringify(other));
+    await fs.symlink('../master/impostor/copy/redirect.json', path.join(appDir, 'impostor.json'));
     await server.index.reload();
     await server.index.reload(path.join(appDir, 'impostor.json'));
     expect((await timed(server.url, '/v2/impostor/tags/list')).status).toBe(404);
