@@ -7,9 +7,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Layout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
-import { readEntry } from './index/app-entry.js';
-import { scanHead } from './index/head-scan.js';
-import { appFileName, eachLimited, listAppDir, scanCraneDir, type CraneEntry } from './index/listing.js';
+import { createCatalog } from './index/catalog.js';
+import { createCraneNames } from './index/crane-names.js';
+import { appFileName, eachLimited, listAppDir } from './index/listing.js';
 import { createLoader } from './index/loader.js';
 import { worthKeeping } from './index/known.js';
 import { createManifestBytes } from './index/manifest-bytes.js';
@@ -44,40 +44,25 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
   let started = false;
   const maxFileSize = opts.maxFileSize ?? 8 * 1024 * 1024;
   const loader = createLoader({
-    layout: l, realRoot: await fs.realpath(l.root), maxFileSize, memoryBound: opts.memoryBound ?? 32 * 1024 * 1024,
-    graceMs: opts.graceMs, log, events: opts.events, started: () => started,
+    layout: l, realRoot: await fs.realpath(l.root), realAppDir: await fs.realpath(l.appDir), maxFileSize,
+    memoryBound: opts.memoryBound ?? 8 * 1024 * 1024, graceMs: opts.graceMs, log, events: opts.events, started: () => started,
   });
   const bytes = createManifestBytes(opts.manifestCache ?? 8 * 1024 * 1024, loader.countRead);
-  let appFiles = await listAppDir(l.appDir);
-  let crane = new Map<string, CraneEntry>();
-  let craneRoot = '';
-  let cranePending = !!opts.craneData;
+  let appNames = await listAppDir(l.appDir);
   let sorted: string[] | undefined;
-  const craneReady = opts.craneData
-    ? Promise.all([fs.realpath(opts.craneData).catch(() => ''), scanCraneDir(opts.craneData, maxFileSize, log, loader.countRead)]).then(([root, found]) => {
-        craneRoot = root;
-        crane = found;
-        cranePending = false;
-        sorted = undefined;
-      })
-    : Promise.resolve();
+  const crane = createCraneNames(opts.craneData, maxFileSize, log, loader.countRead, () => (sorted = undefined));
   started = true;
 
   const flights = new Map<string, Promise<IndexedRepo | undefined>>();
   const once = (name: string, fn: () => Promise<IndexedRepo | undefined>) => {
     let p = flights.get(name);
-    if (!p) {
-      p = fn().finally(() => flights.delete(name));
-      flights.set(name, p);
-    }
+    if (!p) flights.set(name, (p = fn().finally(() => flights.delete(name))));
     return p;
   };
   const loadCold = async (name: string) => {
-    const file = appFiles.get(name);
-    if (file) return loader.loadApp(name, file);
-    await craneReady;
-    const c = crane.get(name);
-    return c ? loader.loadCrane(name, c.file, craneRoot) : undefined;
+    if (appNames.has(name)) return loader.loadApp(name, l.app(name));
+    const c = await crane.find(name);
+    return c ? loader.loadCrane(name, c.file, crane.root()) : undefined;
   };
   const load = (name: string) => {
     const hit = loader.lru.get(name);
@@ -85,82 +70,53 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
   };
 
   /** Re-checks what is remembered about one name; reloads it only when it is in memory and changed. */
-  const revalidate = async (name: string) => {
+  const revalidate = async (name: string): Promise<boolean | undefined> => {
     // A load in flight may have resolved the entry before this change: let it land, then compare.
     await flights.get(name)?.catch(() => undefined);
     const loaded = loader.lru.peek(name);
     if (loaded?.kind === 'crane') {
-      if (appFiles.has(name)) loader.lru.delete(name); // derrick's own publish wins
-      return;
+      if (appNames.has(name)) loader.lru.delete(name); // derrick's own publish wins
+      return undefined;
     }
-    if (!loaded && !loader.known.has(name)) return;
+    if (!loaded && !loader.known.has(name)) return undefined;
     const file = l.app(name);
     const e = await loader.probe(name, file).catch(() => null);
-    if (e === undefined) return void loader.forget(name);
-    if (e && loaded && e.real !== loaded.real) await once(name, () => loader.loadApp(name, file, loaded));
+    if (e === undefined) {
+      loader.forget(name);
+      return false;
+    }
+    if (e && loaded && e.real !== loaded.real) await once(name, () => loader.loadApp(name, file, loaded, e));
+    return true;
   };
 
-  const setListed = (name: string, file: string | undefined) => {
-    if (file ? appFiles.get(name) === file : !appFiles.has(name)) return;
-    if (file) appFiles.set(name, file);
-    else appFiles.delete(name);
+  const setListed = (name: string, present: boolean) => {
+    if (present === appNames.has(name)) return;
+    if (present) appNames.add(name);
+    else appNames.delete(name);
     sorted = undefined;
   };
 
   const hint = async (file: string) => {
     const name = appFileName(path.basename(file));
     if (!name) return;
-    const present = await fs.lstat(file).then(() => true, () => false);
-    setListed(name, present ? file : undefined);
-    await revalidate(name);
+    const present = (await revalidate(name)) ?? (await fs.lstat(file).then(() => true, () => false));
+    setListed(name, present);
   };
 
   const rescan = async () => {
     const next = await listAppDir(l.appDir);
-    for (const name of appFiles.keys()) if (!next.has(name)) loader.forget(name);
-    if (next.size !== appFiles.size || [...next.keys()].some((n) => !appFiles.has(n))) sorted = undefined;
-    appFiles = next;
+    for (const name of appNames) if (!next.has(name)) loader.forget(name);
+    if (next.size !== appNames.size || [...next].some((n) => !appNames.has(n))) sorted = undefined;
+    appNames = next;
     const remembered = new Set([...loader.known.keys(), ...[...loader.lru.values()].map((r) => r.name)]);
-    await eachLimited([...remembered], WIDTH, revalidate);
+    await eachLimited([...remembered], WIDTH, async (n) => void (await revalidate(n)));
     for (const [name, k] of loader.known) if (!loader.lru.peek(name) && !worthKeeping(k)) loader.known.delete(name);
   };
 
-  const names = () => (sorted ??= [...new Set([...appFiles.keys(), ...crane.keys()])].sort());
-
-  /** true/false when known without a read; undefined when the file's head must be read. */
-  const protectionOf = (name: string): boolean | undefined => {
-    if (opts.protectedNames?.has(name)) return true;
-    const loaded = loader.lru.peek(name);
-    if (loaded) return loaded.protected;
-    if (appFiles.has(name)) return loader.known.get(name)?.protected;
-    return crane.get(name)?.protected ?? true;
-  };
-
-  /** One read of the file's head, remembered until the entry changes. Fails closed. */
-  const learnProtection = async (name: string) => {
-    const file = appFiles.get(name);
-    if (!file) return;
-    const k = loader.knownOf(name);
-    try {
-      const e = await loader.probe(name, file);
-      if (!e || k.seenBad) return void (k.protected = true);
-      loader.countRead();
-      const buf = await readEntry(e);
-      const head = scanHead(buf, ['protected', 'repo-registry-id']) ?? new Map(Object.entries(JSON.parse(buf.toString('utf8')) as object));
-      k.protected = head.get('repo-registry-id') !== name || (head.has('protected') && head.get('protected') !== false);
-    } catch {
-      k.protected = true;
-    }
-  };
-
-  const visibleNames = (authed: boolean): string[] | Promise<string[]> => {
-    if (cranePending) return craneReady.then(() => visibleNames(authed));
-    const all = names();
-    if (authed) return all;
-    const unknown = all.filter((n) => protectionOf(n) === undefined);
-    if (!unknown.length) return all.filter((n) => protectionOf(n) === false);
-    return eachLimited(unknown, WIDTH, learnProtection).then(() => all.filter((n) => protectionOf(n) === false));
-  };
+  const names = () => (sorted ??= [...new Set([...appNames, ...crane.names()])].sort());
+  const visible = createCatalog({
+    loader, protectedNames: opts.protectedNames, isApp: (n) => appNames.has(n), appFile: l.app, crane: crane.get, width: WIDTH,
+  });
 
   let watcher: FSWatcher | undefined;
   if (opts.watch !== false) {
@@ -178,13 +134,13 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
 
   return {
     peek: (name) => loader.lru.get(name),
-    has: (name) => appFiles.has(name) || crane.has(name) || cranePending,
+    has: (name) => appNames.has(name) || crane.has(name),
     load,
     names,
-    visibleNames,
+    visibleNames: (authed) => (crane.pending() ? crane.ready.then(() => visible(names(), authed)) : visible(names(), authed)),
     cachedManifest: bytes.cached,
     readManifest: bytes.read,
-    size: () => names().length,
+    size: () => (crane.names().length ? names().length : appNames.size),
     loadedCount: () => loader.lru.size(),
     tagCount: () => {
       let n = 0;
@@ -196,7 +152,7 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
     close: async () => {
       clearInterval(timer);
       watcher?.close();
-      await craneReady;
+      await crane.ready;
     },
   };
 }

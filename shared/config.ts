@@ -108,7 +108,7 @@ const serve = z
     'anonymous': z.boolean().default(true),
     'rescan-interval': duration.default(30_000),
     /** Repos kept loaded, counted as the bytes of their redirect files (the in-memory form is smaller). */
-    'index-memory': size.default(32 * 1024 * 1024),
+    'index-memory': size.default(8 * 1024 * 1024),
     /** Hot manifests' bytes kept in memory; the rest are read from the master (the page cache). */
     'manifest-cache': size.default(8 * 1024 * 1024),
     /** An app-dir entry larger than this is refused without being read (and logged). */

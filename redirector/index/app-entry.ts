@@ -19,7 +19,7 @@ export class BadFileError extends Error {
 }
 
 export interface Entry {
-  /** Symlink target (if any) + (dev, ino, size, mtime) of what it resolves to. */
+  /** The resolved path + (dev, ino, size, mtime) of what it resolves to. */
   identity: string;
   /** The resolved path of the file. */
   real: string;
@@ -36,7 +36,7 @@ const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENO
  * Resolves an entry with stat calls only. undefined: the entry is gone. Throws BadFileError when
  * it is not a regular file (or a symlink to one), resolves outside `within`, or is over `maxSize`.
  */
-export async function probeEntry(file: string, within: string, maxSize: number): Promise<Entry | undefined> {
+export async function probeEntry(file: string, within: string, maxSize: number, canonicalDir?: string): Promise<Entry | undefined> {
   let lst;
   try {
     lst = await fs.lstat(file);
@@ -47,44 +47,54 @@ export async function probeEntry(file: string, within: string, maxSize: number):
   if (!lst.isSymbolicLink() && !lst.isFile()) {
     throw new BadFileError('not a regular file or a symlink to one', `|${lst.dev}:${lst.ino}:${lst.mode}`);
   }
-  let target = '';
   let real: string;
-  try {
-    if (lst.isSymbolicLink()) target = await fs.readlink(file);
-    // Through every link, the entry's own or a parent directory's (a web/<key> path).
-    real = await fs.realpath(file);
-  } catch (err) {
-    if (isMissing(err)) throw new BadFileError(`dangling symlink to ${target}`, `${target}|dangling`);
-    throw err;
+  if (lst.isFile() && canonicalDir !== undefined) {
+    // Listed from a directory already resolved: nothing to follow.
+    real = path.join(canonicalDir, path.basename(file));
+  } else {
+    try {
+      // Through every link, the entry's own or a parent directory's (a web/<key> path).
+      real = await fs.realpath(file);
+    } catch (err) {
+      if (isMissing(err)) throw new BadFileError('is a dangling symlink', `dangling|${lst.ino}:${lst.mtimeMs}`);
+      throw err;
+    }
   }
-  if (!real.startsWith(within + path.sep)) throw new BadFileError(`resolves to ${real}, outside ${within}`, `${target}|outside`);
+  if (!real.startsWith(within + path.sep)) throw new BadFileError(`resolves to ${real}, outside ${within}`, `${real}|outside`);
   const st = lst.isSymbolicLink() ? await fs.stat(real) : lst;
-  const identity = `${target}|${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  // The resolved path names the master (immutable); the stat catches a file rewritten in place.
+  const identity = `${real}|${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
   if (!st.isFile()) throw new BadFileError('does not resolve to a regular file', identity);
   if (st.size > maxSize) throw new BadFileError(`is ${st.size} bytes, over serve.max-redirect-file (${maxSize})`, identity);
   return { identity, real, size: st.size, swappedAt: lst.mtimeMs };
 }
 
-/** Reads a probed file. Opened non-blocking and checked again on the descriptor (a swap in between is refused). */
+/** Reads a probed file (non-blocking; a swap in between is refused by size). */
 export async function readEntry(e: Entry): Promise<Buffer> {
   return readRegularFile(e.real, e.size, e.identity);
 }
 
-/** Reads exactly `size` bytes of a regular file, without ever blocking on a FIFO or device. */
+/**
+ * Reads exactly `size` bytes of a file that stat said is regular. Three trips to libuv's pool
+ * (open, read, close): O_NONBLOCK means a FIFO or device swapped in after the stat answers at
+ * once (EAGAIN or data), never blocks, and asking for one byte more than expected proves the
+ * size in the same read.
+ */
 export async function readRegularFile(file: string, size: number, identity?: string): Promise<Buffer> {
   const fh = await fs.open(file, OPEN_FLAGS);
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new BadFileError('is not a regular file', identity);
-    if (st.size !== size) throw new BadFileError(`changed size while being read (${size} -> ${st.size})`, identity);
-    const buf = Buffer.allocUnsafe(size);
+    const buf = Buffer.allocUnsafe(size + 1);
     let off = 0;
-    while (off < size) {
-      const { bytesRead } = await fh.read(buf, off, size - off, off);
-      if (bytesRead === 0) throw new BadFileError(`shrank while being read`, identity);
+    for (;;) {
+      const want = size + 1 - off;
+      const { bytesRead } = await fh.read(buf, off, want, off);
       off += bytesRead;
+      if (off > size) throw new BadFileError(`grew while being read (over ${size} bytes)`, identity);
+      // A short read of a regular file is its end.
+      if (bytesRead < want) break;
     }
-    return buf;
+    if (off !== size) throw new BadFileError(`shrank while being read (${size} -> ${off} bytes)`, identity);
+    return buf.subarray(0, size);
   } finally {
     await fh.close();
   }

@@ -16,12 +16,12 @@ export function appFileName(base: string): string | undefined {
   return isValidName(name) ? name : undefined;
 }
 
-/** name -> app file, from one readdir. */
-export async function listAppDir(appDir: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  for (const base of (await fs.readdir(appDir).catch(() => [] as string[])).sort()) {
+/** The published names, from one readdir (the file of a name is layout.app(name)). */
+export async function listAppDir(appDir: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const base of await fs.readdir(appDir).catch(() => [] as string[])) {
     const name = appFileName(base);
-    if (name) out.set(name, path.join(appDir, base));
+    if (name) out.add(name);
   }
   return out;
 }
@@ -43,7 +43,9 @@ export async function eachLimited<T>(items: readonly T[], width: number, fn: (it
 const HEAD_KEYS = ['repo-registry-id', 'protected', 'version'] as const;
 
 /** name -> crane file, learned from each file's head (a full JSON parse only when the head is unsure). */
-export async function scanCraneDir(dir: string, maxSize: number, log: Logger, onRead: () => void): Promise<Map<string, CraneEntry>> {
+export async function scanCraneDir(
+  dir: string, maxSize: number, log: Logger, onRead: () => void, onFound: (name: string, e: CraneEntry) => void,
+): Promise<Map<string, CraneEntry>> {
   const out = new Map<string, CraneEntry>();
   const real = await fs.realpath(dir).catch(() => undefined);
   if (!real) {
@@ -57,7 +59,7 @@ export async function scanCraneDir(dir: string, maxSize: number, log: Logger, on
   const found: Array<[string, CraneEntry] | undefined> = new Array(files.length);
   await eachLimited(files.map((f, i) => [f, i] as const), 8, async ([file, i]) => {
     try {
-      const entry = await probeEntry(file, real, maxSize);
+      const entry = await probeEntry(file, real, maxSize, path.dirname(file));
       if (!entry) return;
       onRead();
       const buf = await readEntry(entry);
@@ -70,6 +72,7 @@ export async function scanCraneDir(dir: string, maxSize: number, log: Logger, on
       if (typeof name !== 'string' || !isValidName(name)) throw new BadFileError('repo-registry-id: is not a valid repository name');
       // Fail closed: anything but an explicit false counts as protected.
       found[i] = [name, { file, protected: head.has('protected') ? head.get('protected') !== false : false }];
+      onFound(name, found[i]![1]);
     } catch (err) {
       log.error({ file, err: (err as Error).message }, 'crane redirect file rejected');
     }

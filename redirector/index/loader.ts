@@ -14,6 +14,8 @@ export interface LoaderOptions {
   layout: Layout;
   /** realpath(root): app entries must resolve inside it. */
   realRoot: string;
+  /** realpath(appDir): a regular file listed there needs no realpath of its own. */
+  realAppDir: string;
   maxFileSize: number;
   memoryBound: number;
   graceMs: number;
@@ -26,8 +28,8 @@ export interface LoaderOptions {
 export interface Loader {
   lru: Lru<string, IndexedRepo>;
   known: Map<string, Known>;
-  /** Loads the app file `file` for `name`; with `old` (the loaded version), reloads it. */
-  loadApp(name: string, file: string, old?: IndexedRepo): Promise<IndexedRepo | undefined>;
+  /** Loads the app file `file` for `name`; with `old` (the loaded version), reloads it. `probed`: its entry, just probed. */
+  loadApp(name: string, file: string, old?: IndexedRepo, probed?: Entry): Promise<IndexedRepo | undefined>;
   /** `within`: the crane data dir (realpath); its files must stay inside it. */
   loadCrane(name: string, file: string, within: string): Promise<IndexedRepo | undefined>;
   /** Probes an entry and records what changed. undefined: gone; a BadFileError is recorded too. */
@@ -51,7 +53,7 @@ export function createLoader(o: LoaderOptions): Loader {
   const probe = async (name: string, file: string) => {
     const k = knownOf(name);
     try {
-      const e = await probeEntry(file, o.realRoot, o.maxFileSize);
+      const e = await probeEntry(file, o.realRoot, o.maxFileSize, o.realAppDir);
       if (e) noteEntry(k, e.identity, e.real, o.graceMs);
       return e;
     } catch (err) {
@@ -118,10 +120,10 @@ export function createLoader(o: LoaderOptions): Loader {
     return undefined;
   };
 
-  const loadApp: Loader['loadApp'] = async (name, file, old) => {
+  const loadApp: Loader['loadApp'] = async (name, file, old, probed) => {
     const k = knownOf(name);
     try {
-      const e = await probe(name, file);
+      const e = probed ?? (await probe(name, file));
       if (!e) {
         forget(name);
         return undefined;
@@ -140,7 +142,7 @@ export function createLoader(o: LoaderOptions): Loader {
 
   const loadCrane: Loader['loadCrane'] = async (name, file, within) => {
     try {
-      const e = await probeEntry(file, within, o.maxFileSize);
+      const e = await probeEntry(file, within, o.maxFileSize, path.dirname(file));
       if (!e) return undefined;
       reads++;
       const repo = craneRepo((await readEntry(e)).toString('utf8'), file, e.size);

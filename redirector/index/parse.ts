@@ -5,7 +5,14 @@ import type { Descriptor } from '../../shared/oci.js';
 import { isDigestSyntax, isValidTag } from '../../shared/oci.js';
 import { parseRedirectFile, parseRedirectJson, type AnyRedirectFile, type DerrickData } from '../../shared/redirect-file.js';
 import { BadFileError } from './app-entry.js';
-import type { IndexedRepo, RepoVersion } from './types.js';
+import type { IndexedManifest, IndexedRepo, RepoVersion } from './types.js';
+
+const interned = new Map<string, string>();
+function intern(s: string): string {
+  let have = interned.get(s);
+  if (have === undefined && interned.size < 256) interned.set(s, (have = s));
+  return have ?? s;
+}
 
 /**
  * JSON.parse, then a fast pass over the big maps that stops at the first bad entry. The schema
@@ -54,7 +61,13 @@ export function parseDerrickFile(text: string, real: string, expectKey?: string)
     throw new BadFileError(`repo-registry-id "${name}" does not match the file name (expected the key "${expectKey}")`);
   }
   const d: DerrickData = parsed.derrick;
-  const manifests = new Map(Object.entries(d.manifests));
+  const manifests = new Map<string, IndexedManifest>();
+  for (const [dg, m] of Object.entries(d.manifests)) {
+    // A handful of media types repeat in every repo: one copy each, not one per manifest.
+    const entry: IndexedManifest = { mediaType: intern(m.mediaType), size: m.size };
+    if (m.children) entry.children = m.children;
+    manifests.set(dg, entry);
+  }
   // Tag values reuse the manifest map's key strings: one copy of each digest in memory.
   const keyOf = new Map<string, string>();
   for (const k of manifests.keys()) keyOf.set(k, k);
