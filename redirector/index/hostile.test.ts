@@ -97,9 +97,9 @@ describe('hostile app-dir entries', () => {
       stop = true;
       await attack;
     }
-    // 100 ms on a quiet machine; a loaded one (other test runs beside it) gets 4x its quiet p99 (+200 ms):
+    // 100 ms on a quiet machine; a loaded one (other test runs beside it) gets 5x its quiet p99 (or +500 ms):
     // the old code stalled pulls for seconds here, or hung them.
-    const bound = Math.max(100, 4 * p99(quiet), p99(quiet) + 200);
+    const bound = Math.max(100, 5 * p99(quiet), p99(quiet) + 500);
     console.log(`[fifo] pull p99 quiet ${p99(quiet).toFixed(1)} ms, during the attack ${p99(during).toFixed(1)} ms (bound ${bound.toFixed(0)} ms)`);
     expect(p99(during)).toBeLessThanOrEqual(bound);
     const fifo = await timed(server.url, '/v2/fifo0/manifests/latest');
@@ -135,9 +135,9 @@ describe('hostile app-dir entries', () => {
     }
     await rescans;
     expect(server.index.filesRead(), 'reads of redirect files during 10 rescans and 40 requests').toBe(reads);
-    // 100 ms on a quiet machine; a loaded one (other test runs beside it) gets 4x its quiet p99 (+200 ms):
+    // 100 ms on a quiet machine; a loaded one (other test runs beside it) gets 5x its quiet p99 (or +500 ms):
     // the old code stalled pulls for seconds here, or hung them.
-    const bound = Math.max(100, 4 * p99(quiet), p99(quiet) + 200);
+    const bound = Math.max(100, 5 * p99(quiet), p99(quiet) + 500);
     console.log(`[rescans] pull p99 quiet ${p99(quiet).toFixed(1)} ms, during 10 rescans ${p99(during).toFixed(1)} ms (bound ${bound.toFixed(0)} ms)`);
     expect(p99(during)).toBeLessThanOrEqual(bound);
     await fs.rm(path.join(appDir, 'huge.json'));
