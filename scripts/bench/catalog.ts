@@ -24,6 +24,7 @@ export interface CatalogBench {
   startRssMb: number;
   afterGetsRssMb: number;
   gets: number;
+  coldP50Ms: number;
   coldP99Ms: number;
   coldCount: number;
   warmP50Ms: number;
@@ -109,6 +110,7 @@ export async function benchCatalog(o: { repos?: number; tags?: number; cli?: str
       seen.add(r);
     }
     out.afterGetsRssMb = await rssMb(s.child.pid!);
+    out.coldP50Ms = percentile(cold, 50);
     out.coldP99Ms = percentile(cold, 99);
     out.coldCount = cold.length;
     out.warmP50Ms = warm.length ? percentile(warm, 50) : NaN;
@@ -165,7 +167,7 @@ export function formatCatalog(b: CatalogBench, label = ''): string {
     `  start -> first answer:            ${fmt(b.startMs)} ms (goal <= 500)  ${ok(b.startMs <= 500)}; serve's CPU until then ${fmt(b.startCpuMs)} ms`,
     `  RSS at first answer:              ${fmt(b.startRssMb)} MB (goal <= 90)  ${ok(b.startRssMb <= 90)}`,
     `  RSS after ${b.gets} GETs (random repos): ${fmt(b.afterGetsRssMb)} MB (goal <= 120)  ${ok(b.afterGetsRssMb <= 120)}`,
-    `  first request to a cold repo:     p99 ${fmt(b.coldP99Ms)} ms over ${b.coldCount} (goal <= 5)  ${ok(b.coldP99Ms <= 5)}; a warm one p50 ${fmt(b.warmP50Ms)} ms`,
+    `  first request to a cold repo:     p50 ${fmt(b.coldP50Ms)} ms, p99 ${fmt(b.coldP99Ms)} ms over ${b.coldCount} (goal <= 5)  ${ok(b.coldP99Ms <= 5)}; a warm one p50 ${fmt(b.warmP50Ms)} ms`,
     `  reload, app swap -> served:       p50 ${fmt(b.reloadP50Ms)} ms, p99 ${fmt(b.reloadP99Ms)} ms over ${b.reloads} (goal p99 <= 50)  ${ok(b.reloadP99Ms <= 50)}`,
     `  crane-data, ${b.repos} v4 files:      start ${fmt(b.craneStartMs)} ms (goal <= 500)  ${ok(b.craneStartMs <= 500)} (CPU ${fmt(b.craneCpuMs)} ms), RSS ${fmt(b.craneRssMb)} MB (goal <= 90)  ${ok(b.craneRssMb <= 90)}`,
   ].join('\n');
