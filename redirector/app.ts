@@ -29,6 +29,7 @@ export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => R
   app.get('/metrics', async () => {
     o.metrics.repos.set(o.index.size());
     if (o.pullThrough) o.metrics.cache.fillMemory.set(o.pullThrough.fillMemory());
+    // Tags of the repos in memory only: counting every repo's would mean loading every repo.
     o.metrics.tags.set(o.index.tagCount());
     return new Response(await o.metrics.registry.metrics(), { headers: { 'Content-Type': o.metrics.registry.contentType } });
   });

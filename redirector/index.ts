@@ -1,259 +1,158 @@
-// The in-memory index of published repos: loaded at start, kept fresh by chokidar hints and a
-// periodic rescan. A file that fails to parse or verify is logged, and that repo keeps its last
-// good version (invariant 6); the request path never touches the disk for it (invariant 7).
+// The repo index, lazy and bounded (design invariant 7): names come from the app dir's listing
+// (and a crane data dir's), a repo is read on its first request and kept in a bounded LRU, and
+// fs.watch hints plus a periodic rescan re-check only what is remembered. A file that fails to
+// parse or verify is logged, and that repo keeps its last good version (invariant 6).
+import { watch, type FSWatcher } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
-import { type Layout, TMP_PREFIX, manifestRelPath } from '../shared/layout.js';
+import type { Layout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
-import { sha256Digest, type Descriptor } from '../shared/oci.js';
-import { type AnyRedirectFile, type ManifestEntry, RedirectFileError, parseRedirectFile } from '../shared/redirect-file.js';
+import { createCatalog } from './index/catalog.js';
+import { createCraneNames } from './index/crane-names.js';
+import { appFileName, eachLimited, listAppDir } from './index/listing.js';
+import { createLoader } from './index/loader.js';
+import { worthKeeping } from './index/known.js';
+import { createManifestBytes } from './index/manifest-bytes.js';
+import type { IndexEvents, IndexedRepo, RepoIndex } from './index/types.js';
 
-export interface IndexedManifest extends ManifestEntry {
-  /** The exact bytes, held so that inline manifests need no disk read. */
-  bytes: Buffer;
-}
-
-/** One published version of a repo, as a redirect file described it. */
-export interface RepoVersion {
-  /** Base URL of this version's files (absolute, or relative to the published tree). */
-  url: string;
-  master?: string;
-  manifests: Map<string, IndexedManifest>;
-  blobs: Map<string, number>;
-}
-
-export interface IndexedRepo {
-  name: string;
-  kind: 'derrick' | 'crane';
-  /** The app file (or crane data file) it came from. */
-  file: string;
-  /** What the app symlink pointed at when loaded; a rescan compares against it. */
-  target: string;
-  protected: boolean;
-  current: RepoVersion;
-  tags: Map<string, string>;
-  sortedTags: string[];
-  referrers: Record<string, Descriptor[]>;
-  /** crane v2-v4 data, for crane-style redirects. */
-  crane?: AnyRedirectFile;
-  /** Versions replaced less than `grace` ago: their blobs still redirect. */
-  previous: Array<{ until: number; version: RepoVersion }>;
-}
-
-export interface IndexEvents {
-  onLoaded?(repo: IndexedRepo, swapToServedMs: number | undefined): void;
-  onError?(file: string, err: Error): void;
-  onRemoved?(name: string): void;
-}
-
-export interface RepoIndex {
-  get(name: string): IndexedRepo | undefined;
-  names(): string[];
-  size(): number;
-  tagCount(): number;
-  /** Re-reads one app file (a chokidar hint) or, without an argument, everything. */
-  reload(file?: string): Promise<void>;
-  close(): Promise<void>;
-}
+export type { IndexEvents, IndexedManifest, IndexedRepo, RepoIndex, RepoVersion } from './index/types.js';
 
 export interface IndexOptions {
   layout: Layout;
   craneData?: string;
   graceMs: number;
   rescanMs: number;
+  /** serve.index-memory: the redirect-file bytes of the repos kept loaded. */
+  memoryBound?: number;
+  /** serve.manifest-cache: bytes of hot manifests kept in memory. */
+  manifestCache?: number;
+  /** serve.max-redirect-file: a larger app entry is refused without being read. */
+  maxFileSize?: number;
+  /** repos[].protected of the config: hidden from an anonymous _catalog without a read. */
+  protectedNames?: ReadonlySet<string>;
   watch?: boolean;
   log: Logger;
   events?: IndexEvents;
 }
 
-class BadFileError extends Error {}
-
-/** `known`: manifests already in memory; a digest names immutable bytes, so those are reused, not re-read. */
-async function loadDerrickFile(appFile: string, known?: Map<string, IndexedManifest>): Promise<{ parsed: AnyRedirectFile; version: RepoVersion }> {
-  // Resolve the symlink once and read through the target, so a swap in between can't mix versions.
-  const target = await fs.readlink(appFile).catch(() => appFile);
-  const real = path.resolve(path.dirname(appFile), target);
-  const text = await fs.readFile(real, 'utf8');
-  const parsed = parseRedirectFile(text);
-  if (parsed.version !== 4 || !parsed.derrick) throw new BadFileError('not a derrick redirect file (no derrick data)');
-  const masterDir = path.dirname(real);
-  const manifests = new Map<string, IndexedManifest>();
-  await Promise.all(
-    Object.entries(parsed.derrick.manifests).map(async ([digest, m]) => {
-      const have = known?.get(digest);
-      if (have && have.size === m.size) return void manifests.set(digest, { ...m, bytes: have.bytes });
-      const bytes = await fs.readFile(path.join(masterDir, manifestRelPath(m.mediaType, digest)));
-      if (sha256Digest(bytes) !== digest || bytes.length !== m.size) throw new BadFileError(`manifest ${digest} in ${masterDir} does not match its digest`);
-      manifests.set(digest, { ...m, bytes });
-    }),
-  );
-  return {
-    parsed,
-    version: { url: parsed.url, master: parsed.derrick.master, manifests, blobs: new Map(Object.entries(parsed.derrick.blobs)) },
-  };
-}
+/** How many files a rescan or a catalog look-up works on at once: libuv has 4 threads for everyone. */
+const WIDTH = 4;
 
 export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
   const { layout: l, log } = opts;
-  const repos = new Map<string, IndexedRepo>();
-  /** file -> repo name, to find what an unlinked file had served. */
-  const fileToName = new Map<string, string>();
-  const inflight = new Map<string, Promise<void>>();
+  await fs.mkdir(l.appDir, { recursive: true });
   let started = false;
+  const maxFileSize = opts.maxFileSize ?? 8 * 1024 * 1024;
+  const loader = createLoader({
+    layout: l, realRoot: await fs.realpath(l.root), realAppDir: await fs.realpath(l.appDir), maxFileSize,
+    memoryBound: opts.memoryBound ?? 8 * 1024 * 1024, graceMs: opts.graceMs, log, events: opts.events, started: () => started,
+  });
+  const bytes = createManifestBytes(opts.manifestCache ?? 8 * 1024 * 1024, loader.countRead);
+  let appNames = await listAppDir(l.appDir);
+  let sorted: string[] | undefined;
+  const crane = createCraneNames(opts.craneData, maxFileSize, log, loader.countRead, () => (sorted = undefined));
+  started = true;
 
-  const install = (next: IndexedRepo) => {
-    const prev = repos.get(next.name);
-    if (prev && prev.file !== next.file && prev.kind === 'derrick' && next.kind === 'crane') return; // derrick's own publish wins
-    if (prev && prev.kind === next.kind && prev.current.master !== next.current.master) {
-      const now = Date.now();
-      next.previous = [{ until: now + opts.graceMs, version: prev.current }, ...prev.previous.filter((p) => p.until > now)];
-    } else if (prev) {
-      next.previous = prev.previous;
-    }
-    repos.set(next.name, next);
-    fileToName.set(next.file, next.name);
-  };
-
-  const loadAppFile = async (file: string) => {
-    let swapMs: number | undefined;
-    try {
-      const st = await fs.lstat(file).catch(() => undefined);
-      if (!st) {
-        const name = fileToName.get(file);
-        fileToName.delete(file);
-        if (name && repos.get(name)?.file === file) {
-          repos.delete(name);
-          opts.events?.onRemoved?.(name);
-        }
-        return;
-      }
-      const existing = repos.get(fileToName.get(file) ?? '');
-      // A symlink is identified by its target (masters are immutable); a plain file by its stat.
-      const identity = st.isSymbolicLink() ? await fs.readlink(file) : `${file}@${st.mtimeMs}:${st.size}`;
-      if (existing && existing.file === file && existing.target === identity && existing.kind === 'derrick') return;
-      // The symlink's mtime is the swap time; only swaps seen while running measure reload latency.
-      if (st.isSymbolicLink() && started) swapMs = Date.now() - st.mtimeMs;
-      const { parsed, version } = await loadDerrickFile(file, existing?.current.manifests);
-      const d = (parsed as { derrick?: { tags: Record<string, string>; referrers: Record<string, Descriptor[]> } }).derrick!;
-      const tags = new Map(Object.entries(d.tags));
-      const repo: IndexedRepo = {
-        name: parsed['repo-registry-id'],
-        kind: 'derrick',
-        file,
-        target: identity,
-        protected: parsed.protected,
-        current: version,
-        tags,
-        sortedTags: [...tags.keys()].sort(),
-        referrers: d.referrers,
-        previous: [],
-      };
-      install(repo);
-      opts.events?.onLoaded?.(repo, swapMs);
-    } catch (err) {
-      // Keep serving the last good version of this repo; others are untouched.
-      const e = err instanceof RedirectFileError || err instanceof BadFileError ? err : new Error(String((err as Error).message));
-      log.error({ file, err: e.message }, 'redirect file rejected; keeping the last good version');
-      opts.events?.onError?.(file, e);
-    }
-  };
-
-  const loadCraneFile = async (file: string) => {
-    try {
-      const parsed = parseRedirectFile(await fs.readFile(file, 'utf8'));
-      if (parsed.version === 1) {
-        log.warn({ file }, 'crane v1 redirect file: v1 API only, not served on /v2 (as crane)');
-        return;
-      }
-      const tags = new Map<string, string>();
-      const repo: IndexedRepo = {
-        name: parsed['repo-registry-id'],
-        kind: 'crane',
-        file,
-        target: file,
-        protected: parsed.protected,
-        current: { url: parsed.url.endsWith('/') ? parsed.url : parsed.url + '/', manifests: new Map(), blobs: new Map() },
-        tags,
-        sortedTags: [],
-        referrers: {},
-        crane: parsed,
-        previous: [],
-      };
-      install(repo);
-      opts.events?.onLoaded?.(repo, undefined);
-    } catch (err) {
-      log.error({ file, err: (err as Error).message }, 'crane redirect file rejected');
-      opts.events?.onError?.(file, err as Error);
-    }
-  };
-
-  /** One load per file at a time; a hint during a load queues one more load after it. */
-  const reloadFile = (file: string): Promise<void> => {
-    const running = inflight.get(file);
-    if (running) return running.then(() => reloadFile(file));
-    const p = loadAppFile(file).finally(() => inflight.delete(file));
-    inflight.set(file, p);
+  const flights = new Map<string, Promise<IndexedRepo | undefined>>();
+  const once = (name: string, fn: () => Promise<IndexedRepo | undefined>) => {
+    let p = flights.get(name);
+    if (!p) flights.set(name, (p = fn().finally(() => flights.delete(name))));
     return p;
   };
-
-  const appFiles = async () =>
-    (await fs.readdir(l.appDir).catch(() => [] as string[]))
-      .filter((n) => n.endsWith('.json') && !n.startsWith(TMP_PREFIX))
-      .map((n) => path.join(l.appDir, n));
-
-  const rescan = async () => {
-    const files = await appFiles();
-    await Promise.all(files.map(reloadFile));
-    // Files that vanished: unpublished repos.
-    const present = new Set(files);
-    for (const f of [...fileToName.keys()]) {
-      if (f.startsWith(l.appDir + path.sep) && !present.has(f)) await reloadFile(f);
-    }
+  const loadCold = async (name: string) => {
+    if (appNames.has(name)) return loader.loadApp(name, l.app(name));
+    const c = await crane.find(name);
+    return c ? loader.loadCrane(name, c.file, crane.root()) : undefined;
+  };
+  const load = (name: string) => {
+    const hit = loader.lru.get(name);
+    return hit ? Promise.resolve(hit) : once(name, () => loadCold(name));
   };
 
-  await fs.mkdir(l.appDir, { recursive: true });
-  if (opts.craneData) {
-    const files = (await fs.readdir(opts.craneData, { recursive: true }).catch(() => [] as string[]))
-      .filter((n) => n.endsWith('.json'))
-      .sort()
-      .map((n) => path.join(opts.craneData!, n));
-    for (const f of files) await loadCraneFile(f);
-  }
-  await rescan();
-  started = true;
+  /** Re-checks what is remembered about one name; reloads it only when it is in memory and changed. */
+  const revalidate = async (name: string): Promise<boolean | undefined> => {
+    // A load in flight may have resolved the entry before this change: let it land, then compare.
+    await flights.get(name)?.catch(() => undefined);
+    const loaded = loader.lru.peek(name);
+    if (loaded?.kind === 'crane') {
+      if (appNames.has(name)) loader.lru.delete(name); // derrick's own publish wins
+      return undefined;
+    }
+    if (!loaded && !loader.known.has(name)) return undefined;
+    const file = l.app(name);
+    const e = await loader.probe(name, file).catch(() => null);
+    if (e === undefined) {
+      loader.forget(name);
+      return false;
+    }
+    if (e && loaded && e.real !== loaded.real) await once(name, () => loader.loadApp(name, file, loaded, e));
+    return true;
+  };
+
+  const setListed = (name: string, present: boolean) => {
+    if (present === appNames.has(name)) return;
+    if (present) appNames.add(name);
+    else appNames.delete(name);
+    sorted = undefined;
+  };
+
+  const hint = async (file: string) => {
+    const name = appFileName(path.basename(file));
+    if (!name) return;
+    const present = (await revalidate(name)) ?? (await fs.lstat(file).then(() => true, () => false));
+    setListed(name, present);
+  };
+
+  const rescan = async () => {
+    const next = await listAppDir(l.appDir);
+    for (const name of appNames) if (!next.has(name)) loader.forget(name);
+    if (next.size !== appNames.size || [...next].some((n) => !appNames.has(n))) sorted = undefined;
+    appNames = next;
+    const remembered = new Set([...loader.known.keys(), ...[...loader.lru.values()].map((r) => r.name)]);
+    await eachLimited([...remembered], WIDTH, async (n) => void (await revalidate(n)));
+    for (const [name, k] of loader.known) if (!loader.lru.peek(name) && !worthKeeping(k)) loader.known.delete(name);
+  };
+
+  const names = () => (sorted ??= [...new Set([...appNames, ...crane.names()])].sort());
+  const visible = createCatalog({
+    loader, protectedNames: opts.protectedNames, isApp: (n) => appNames.has(n), appFile: l.app, crane: crane.get, width: WIDTH,
+  });
 
   let watcher: FSWatcher | undefined;
   if (opts.watch !== false) {
-    watcher = watch(l.appDir, { followSymlinks: false, depth: 0, ignoreInitial: true, atomic: false });
-    const hint = (p: string) => {
-      const base = path.basename(p);
-      if (base.endsWith('.json') && !base.startsWith(TMP_PREFIX)) void reloadFile(path.join(l.appDir, base));
-    };
-    watcher.on('add', hint).on('change', hint).on('unlink', hint);
-    watcher.on('error', (err) => log.warn({ err: String(err) }, 'watcher error; the periodic rescan covers it'));
-    await new Promise<void>((resolve) => watcher!.once('ready', () => resolve()));
+    try {
+      watcher = watch(l.appDir, { persistent: false }, (_event, base) => {
+        if (base) void hint(path.join(l.appDir, String(base))).catch((err) => log.warn({ err: String(err) }, 'reload hint failed'));
+      });
+      watcher.on('error', (err) => log.warn({ err: String(err) }, 'watcher error; the periodic rescan covers it'));
+    } catch (err) {
+      log.warn({ err: String(err) }, 'cannot watch the app dir; the periodic rescan covers it');
+    }
   }
   const timer = setInterval(() => void rescan().catch((err) => log.warn({ err: String(err) }, 'rescan failed')), opts.rescanMs);
   timer.unref();
 
-  let tagCount = 0;
-  const countTags = () => {
-    tagCount = 0;
-    for (const r of repos.values()) tagCount += r.tags.size;
-    return tagCount;
-  };
-
   return {
-    get: (name) => repos.get(name),
-    names: () => [...repos.keys()].sort(),
-    size: () => repos.size,
-    tagCount: countTags,
-    reload: (file) => (file ? reloadFile(file) : rescan()),
+    peek: (name) => loader.lru.get(name),
+    has: (name) => appNames.has(name) || crane.has(name),
+    load,
+    names,
+    visibleNames: (authed) => (crane.pending() ? crane.ready.then(() => visible(names(), authed)) : visible(names(), authed)),
+    cachedManifest: bytes.cached,
+    readManifest: bytes.read,
+    size: () => (crane.names().length ? names().length : appNames.size),
+    loadedCount: () => loader.lru.size(),
+    tagCount: () => {
+      let n = 0;
+      for (const r of loader.lru.values()) n += r.tags.size;
+      return n;
+    },
+    filesRead: loader.reads,
+    reload: (file) => (file ? hint(file) : rescan()),
     close: async () => {
       clearInterval(timer);
-      await watcher?.close();
+      watcher?.close();
+      await crane.ready;
     },
   };
 }
-

@@ -85,6 +85,8 @@ export interface ManifestRequest {
   mode: 'inline' | 'redirect';
   redirectStatus: number;
   urls: UrlOptions;
+  /** The manifest's bytes, called only when an inline GET needs them (read on demand from the master). */
+  bytes(digest: string): Buffer;
 }
 
 export interface InlineManifest {
@@ -118,7 +120,8 @@ export function inlineManifestReply(m: InlineManifest): Reply {
 export function manifestReply(r: ManifestRequest): { reply: Reply; redirected: boolean } {
   const { digest, manifest } = negotiate(r.repo, r.ref, r.kind, r.accept);
   if (etagMatches(r.ifNoneMatch, `"${digest}"`) || r.mode === 'inline' || r.method !== 'GET') {
-    const inline = { method: r.method, digest, mediaType: manifest.mediaType, size: manifest.size, bytes: manifest.bytes, kind: r.kind };
+    const body = r.method === 'GET' && r.mode === 'inline' && !etagMatches(r.ifNoneMatch, `"${digest}"`) ? r.bytes(digest) : null;
+    const inline = { method: r.method, digest, mediaType: manifest.mediaType, size: manifest.size, bytes: body, kind: r.kind };
     return { reply: inlineManifestReply({ ...inline, tagMaxAge: TAG_MAX_AGE_SECONDS, ifNoneMatch: r.ifNoneMatch }), redirected: false };
   }
   // Redirect mode, GET only: HEAD needs no bytes, so it is answered from memory in both modes.

@@ -38,8 +38,8 @@ export function createMetrics() {
   const registry = new client.Registry();
   const requests = hotCounter(registry, 'derrick_http_requests_total', 'Requests by route and status', ['route', 'method', 'status']);
   const redirects = hotCounter(registry, 'derrick_redirects_total', 'Redirects handed out, by kind (blob, manifest, tags)', ['kind']);
-  const repos = new client.Gauge({ name: 'derrick_repos_indexed', help: 'Repos in the index', registers: [registry] });
-  const tags = new client.Gauge({ name: 'derrick_tags_indexed', help: 'Tags in the index', registers: [registry] });
+  const repos = new client.Gauge({ name: 'derrick_repos_indexed', help: 'Published repos (names in the app dir and crane data)', registers: [registry] });
+  const tags = new client.Gauge({ name: 'derrick_tags_indexed', help: 'Tags of the repos loaded in memory', registers: [registry] });
   const reloadErrors = new client.Counter({ name: 'derrick_redirect_file_errors_total', help: 'Redirect files rejected', registers: [registry] });
   const reloadLatency = new client.Histogram({
     name: 'derrick_reload_latency_seconds',

@@ -66,6 +66,10 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
     craneData: s['crane-data'],
     graceMs: config.grace,
     rescanMs: s['rescan-interval'],
+    memoryBound: s['index-memory'],
+    manifestCache: s['manifest-cache'],
+    maxFileSize: s['max-redirect-file'],
+    protectedNames: new Set(config.repos.filter((r) => r.protected).map((r) => r.name)),
     log,
     events: {
       onLoaded: (repo, ms) => {
@@ -89,7 +93,11 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   const auth = createAuthenticator(s.htpasswd);
   // The seam through which the file server learns protection; a repo the index doesn't know
   // (unpublished, replaced, not loaded) answers undefined and is treated as protected.
-  const isProtected = (name: string) => index.get(name)?.protected;
+  const isProtected = (name: string) => {
+    const loaded = index.peek(name);
+    if (loaded) return loaded.protected;
+    return index.has(name) ? index.load(name).then((r) => r?.protected) : undefined;
+  };
   const files =
     s.blobs === 'embedded'
       ? createFileHandler({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret, access: { anonymous: s.anonymous, isProtected, auth } })

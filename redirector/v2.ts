@@ -39,6 +39,22 @@ export interface V2Request {
   remoteAddress?: () => string | undefined;
 }
 
+/**
+ * Thrown when an answer needs the disk (a repo not in memory, manifest bytes not cached, a
+ * catalog's unknown names): the handler waits for `ready` and runs the route again. Everything
+ * in memory stays on the synchronous path.
+ */
+class Pending {
+  constructor(readonly ready: Promise<void>) {}
+}
+
+/** What earlier passes of one request loaded, so the next pass finds it even if the LRU dropped it. */
+interface Loaded {
+  repos: Map<string, IndexedRepo | null>;
+  bytes: Map<string, Buffer>;
+  catalog?: string[];
+}
+
 type Route = 'base' | 'catalog' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'unknown';
 
 interface Parsed {
@@ -109,16 +125,35 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
 
   /** Names in the index are valid by construction: the grammar runs only for the others. */
   const checkName = (name: string) => {
-    if (!index.get(name) && !isValidName(name)) throw errors.nameInvalid(name);
+    if (!index.peek(name) && !isValidName(name)) throw errors.nameInvalid(name);
+  };
+
+  /** The repo from memory; a published repo that is not in memory is loaded first (Pending). */
+  const repoOf = (ld: Loaded, name: string): IndexedRepo | undefined => {
+    if (ld.repos.has(name)) return ld.repos.get(name) ?? undefined;
+    const repo = index.peek(name);
+    if (repo || !index.has(name)) return repo;
+    throw new Pending(index.load(name).then((r) => void ld.repos.set(name, r ?? null)));
+  };
+
+  /** A manifest's bytes from the byte cache, else read from its master (Pending). */
+  const bytesOf = (ld: Loaded, repo: IndexedRepo, digest: string): Buffer => {
+    const have = ld.bytes.get(digest);
+    if (have) return have;
+    const version = repo.current.manifests.has(digest) ? repo.current : repo.previous.find((p) => p.version.manifests.has(digest))!.version;
+    const cached = index.cachedManifest(version, digest);
+    if (cached) return cached;
+    throw new Pending(index.readManifest(version, digest).then((b) => void ld.bytes.set(digest, b)));
   };
 
   /**
    * What a request must show before it is routed (access.ts holds the rule): nothing, Basic
    * credentials, or credentials only if it sent some (then they must be right). Decided from
-   * memory, so requests that need no password check stay synchronous. A name that is not in the
-   * index needs proof too: an anonymous caller can't tell a protected repo from a missing one.
+   * memory (a cold repo is loaded first, Pending), so requests that need no password check stay
+   * synchronous. A name that is not published needs proof too: an anonymous caller can't tell a
+   * protected repo from a missing one.
    */
-  const requirement = (p: Parsed): 'none' | 'required' | 'if-sent' => {
+  const requirement = (p: Parsed, ld: Loaded): 'none' | 'required' | 'if-sent' => {
     switch (p.route) {
       case 'base':
       case 'catalog':
@@ -128,8 +163,8 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       case 'tags':
       case 'referrers': {
         const name = p.name!;
-        const repo = index.get(name);
-        if (!repo && !isValidName(name)) return 'none'; // NAME_INVALID, the same for everyone
+        if (!index.has(name) && !isValidName(name)) return 'none'; // NAME_INVALID, the same for everyone
+        const repo = repoOf(ld, name);
         const protection = repo ? repo.protected : o.pullThrough?.match(name) ? false : undefined;
         return needsProof(o.anonymous, protection) ? 'required' : 'none';
       }
@@ -138,9 +173,9 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
     }
   };
 
-  const lookup = (name: string): IndexedRepo => {
+  const lookup = (name: string, ld: Loaded): IndexedRepo => {
     checkName(name);
-    const repo = index.get(name);
+    const repo = repoOf(ld, name);
     if (!repo) throw errors.nameUnknown(name);
     return repo;
   };
@@ -152,7 +187,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
   };
 
   /** `user`: who the credentials checked by `requirement` belong to, if any. */
-  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams, user: string | undefined): Reply | Promise<Reply> => {
+  const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams, user: string | undefined, ld: Loaded): Reply | Promise<Reply> => {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
     switch (p.route) {
@@ -163,7 +198,9 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       case 'base':
         return reply(method, 200, { ...baseHeaders }, '{}');
       case 'catalog': {
-        const visible = index.names().filter((n) => user !== undefined || !needsProof(o.anonymous, index.get(n)?.protected));
+        // The index hides what needs proof (fail closed) unless the request showed credentials.
+        const visible = ld.catalog ?? (o.anonymous || user !== undefined ? index.visibleNames(user !== undefined) : []);
+        if (visible instanceof Promise) throw new Pending(visible.then((v) => void (ld.catalog = v)));
         const page = paginate(visible, query.get('n') ?? undefined, query.get('last') ?? undefined, '/v2/_catalog');
         return jsonReply(method, { repositories: page.items }, page.link);
       }
@@ -175,7 +212,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           const accept = parseAccept(req.header('accept')?.split(',') ?? []);
           return o.pullThrough!.manifest({ method, remoteAddress: req.remoteAddress?.(), accept, ifNoneMatch: req.header('if-none-match') }, pt, p.name!, p.ref!, kind);
         }
-        const repo = lookup(p.name!);
+        const repo = lookup(p.name!, ld);
         const kind = validateReference(repo.name, p.ref!);
         const accept = parseAccept(req.header('accept')?.split(',') ?? []);
         if (repo.kind === 'crane') return redirect(method, 'manifest', repo.current.url + craneManifestPath(repo.crane!, p.ref!, accept ?? new Set()));
@@ -189,6 +226,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           mode: o.manifests,
           redirectStatus: o.redirectStatus,
           urls: o.urls,
+          bytes: (digest) => bytesOf(ld, repo, digest),
         });
         if (r.redirected) redirectCounters.manifest.inc();
         return r.reply;
@@ -200,11 +238,11 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
         if (pt) {
           // Committed blobs this repo's upstream was seen to have take the static path; the
           // rest come through the cache, which confirms them first (design invariant 9).
-          const cached = index.get(p.name!);
+          const cached = repoOf(ld, p.name!);
           const version = cached && versionWithBlob(cached, p.ref!);
           if (!version || !o.pullThrough!.proven(p.name!, p.ref!)) return o.pullThrough!.blob({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, p.ref!);
         }
-        const repo = lookup(p.name!);
+        const repo = lookup(p.name!, ld);
         const digest = p.ref!;
         if (repo.kind === 'crane') return redirect(method, 'blob', repo.current.url + blobRelPath(digest));
         const version = versionWithBlob(repo, digest);
@@ -234,7 +272,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           const page = { n: query.get('n') ?? undefined, last: query.get('last') ?? undefined };
           return o.pullThrough!.tags({ method, remoteAddress: req.remoteAddress?.(), accept: null }, pt, p.name!, page);
         }
-        const repo = lookup(p.name!);
+        const repo = lookup(p.name!, ld);
         if (repo.kind === 'crane') return redirect(method, 'tags', repo.current.url + TAGS_LIST_REL_PATH);
         const page = paginate(repo.sortedTags, query.get('n') ?? undefined, query.get('last') ?? undefined, `/v2/${repo.name}/tags/list`);
         return jsonReply(method, { name: repo.name, tags: page.items }, page.link);
@@ -246,7 +284,7 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
           if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
           return o.pullThrough!.referrers({ method, accept: null }, p.name!, p.ref!, query.get('artifactType') ?? undefined);
         }
-        const repo = lookup(p.name!);
+        const repo = lookup(p.name!, ld);
         if (!isDigestSyntax(p.ref!)) throw errors.digestInvalid(p.ref!, 'invalid digest');
         return referrersResponse(repo, p.ref!, query.get('artifactType') ?? undefined, method);
       }
@@ -273,24 +311,35 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
       return r;
     };
     const query = q < 0 ? NO_QUERY : new URLSearchParams(req.target.slice(q + 1));
-    let r: Reply | Promise<Reply>;
-    try {
-      const need = requirement(p);
-      const authorization = need === 'none' ? undefined : req.header('authorization');
-      if (need === 'none' || (need === 'if-sent' && authorization === undefined)) {
-        r = route(req, p, path, query, undefined);
-      } else {
-        const user = o.auth.check(authorization, req.remoteAddress?.());
-        const proceed = (u: string | undefined) => {
-          if (u === undefined) throw unauthorized(o.auth.realm, p.name);
-          return route(req, p, path, query, u);
-        };
-        r = user instanceof Promise ? user.then(proceed) : proceed(user);
+    const ld: Loaded = { repos: new Map(), bytes: new Map() };
+    let user: string | undefined;
+    let checked = false;
+    // Each pass either answers or names one thing to load (Pending); a few passes cover any request.
+    const attempt = (pass: number): Reply | Promise<Reply> => {
+      try {
+        if (!checked) {
+          const need = requirement(p, ld);
+          const authorization = need === 'none' ? undefined : req.header('authorization');
+          if (need === 'required' || (need === 'if-sent' && authorization !== undefined)) {
+            const u = o.auth.check(authorization, req.remoteAddress?.());
+            const proceed = (found: string | undefined) => {
+              if (found === undefined) throw unauthorized(o.auth.realm, p.name);
+              user = found;
+              checked = true;
+              return attempt(pass);
+            };
+            return u instanceof Promise ? u.then(proceed) : proceed(u);
+          }
+          checked = true;
+        }
+        return route(req, p, path, query, user, ld);
+      } catch (err) {
+        if (err instanceof Pending && pass < 4) return err.ready.then(() => attempt(pass + 1));
+        return fail(err instanceof Pending ? new Error('request needed too many loads') : err);
       }
-    } catch (err) {
-      r = fail(err);
-    }
-    // Only password checks and pull-through misses are asynchronous; the rest stays synchronous.
+    };
+    const r = attempt(0);
+    // Password checks, pull-through misses and cold repos are asynchronous; the rest stays synchronous.
     return r instanceof Promise ? r.then(done, (err) => done(fail(err))) : done(r);
   };
 }

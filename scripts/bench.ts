@@ -3,6 +3,7 @@ import { formatBytes } from '../shared/units.js';
 import { benchPublish } from './bench/publish.js';
 import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
+import { benchCatalog, formatCatalog } from './bench/catalog.js';
 
 const only = process.argv[2];
 const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 2);
@@ -23,6 +24,9 @@ if (!only || only === 'serve') {
   console.log(`  manifest GET (inline):         ${fmt(s.manifestRps)} req/s  ratio ${(s.manifestRps / s.rawRps).toFixed(2)}x`);
   console.log(`  errors: ${s.errors}`);
   console.log(`  reload, app swap -> served (${s.reloads} publishes): p50 ${fmt(s.reloadP50Ms)} ms, p99 ${fmt(s.reloadP99Ms)} ms (goal p99 <= 50 ms)  ${s.reloadP99Ms <= 50 ? 'OK' : 'MISSED'}`);
+}
+if (!only || only === 'catalog') {
+  console.log(formatCatalog(await benchCatalog()));
 }
 if (!only || only === 'pull-through') {
   console.log(formatPullThrough(await benchPullThrough()));

@@ -109,6 +109,12 @@ const serve = z
     'rescan-interval': duration.default(30_000),
     /** PEM files: `derrick serve` speaks HTTPS (HTTP/1.1) with them; re-read on SIGHUP. */
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    /** Repos kept loaded, counted as the bytes of their redirect files (the in-memory form is smaller). */
+    'index-memory': size.default(8 * 1024 * 1024),
+    /** Hot manifests' bytes kept in memory; the rest are read from the master (the page cache). */
+    'manifest-cache': size.default(8 * 1024 * 1024),
+    /** An app-dir entry larger than this is refused without being read (and logged). */
+    'max-redirect-file': size.default(8 * 1024 * 1024),
   })
   .strict();
 

@@ -116,6 +116,11 @@ export function parseRedirectFile(text: string): AnyRedirectFile {
   } catch (err) {
     throw new RedirectFileError(`not valid JSON: ${(err as Error).message}`);
   }
+  return parseRedirectJson(json);
+}
+
+/** parseRedirectFile for JSON already parsed (a caller that pre-checks it first). */
+export function parseRedirectJson(json: unknown): AnyRedirectFile {
   const version = (json as { version?: unknown } | null)?.version;
   const schema =
     version === 1 ? CraneV1Schema : version === 2 ? CraneV2Schema : version === 3 ? CraneV3Schema : version === 4 ? RedirectFileSchema : null;

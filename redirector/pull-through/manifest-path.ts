@@ -19,8 +19,9 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
   const loadManifest = async (req: PullThroughRequest, m: RouteMatch, repo: CacheRepo, digest: string, allowFetch: boolean): Promise<CachedManifest | undefined> => {
     const have = repo.manifests.get(digest);
     if (have?.bytes) return have;
-    const published = o.index.get(repo.name)?.current.manifests.get(digest);
-    if (published) return addManifest(repo, digest, cachedManifest(published.bytes, published.mediaType));
+    const pub = await o.index.load(repo.name);
+    const published = pub?.current.manifests.get(digest);
+    if (pub && published) return addManifest(repo, digest, cachedManifest(await o.index.readManifest(pub.current, digest), published.mediaType));
     if (!allowFetch) return undefined;
     return once(`manifest ${repo.name}@${digest}`, async () => {
       o.metrics.cache.misses.inc();
@@ -33,12 +34,12 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
   };
 
   const serveManifest = (req: PullThroughRequest, repo: CacheRepo, digest: string, cm: CachedManifest, kind: 'tag' | 'digest', maxAge: number, stale: boolean): Reply => {
-    const published = o.index.get(repo.name);
+    const published = o.index.peek(repo.name);
     const extra: Record<string, string> = stale ? { Warning: STALE_WARNING } : {};
     if (published?.current.manifests.has(digest) && o.manifests === 'redirect') {
       const r = manifestReply({
         method: req.method, repo: published, ref: digest, kind: 'digest', accept: null, ifNoneMatch: req.ifNoneMatch,
-        mode: o.manifests, redirectStatus: o.redirectStatus, urls: o.urls,
+        mode: o.manifests, redirectStatus: o.redirectStatus, urls: o.urls, bytes: () => cm.bytes!,
       }).reply;
       Object.assign(r.headers, extra);
       return r;
@@ -100,7 +101,7 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     const name = repo.name;
     const policy = m.route.policy;
     const ttl = m.route.cfg['tag-ttl'];
-    const publishedDigest = o.index.get(name)?.tags.get(ref);
+    const publishedDigest = (await o.index.load(name))?.tags.get(ref);
     const known = repo.tags.get(ref) ?? (publishedDigest ? { digest: publishedDigest, checkedAt: 0 } : undefined);
     if (known && !repo.tags.has(ref)) repo.tags.set(ref, known);
     const fresh = known !== undefined && Date.now() - known.checkedAt < ttl;

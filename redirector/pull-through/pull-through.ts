@@ -27,7 +27,7 @@ export interface PullThrough {
   /** tags/list: the upstream's list, or what is cached (Never; or stale, when the upstream failed). */
   tags(req: PullThroughRequest, m: RouteMatch, name: string, page: { n?: string; last?: string }): Promise<Reply>;
   /** referrers: from what this cache repo holds; an empty index when nothing refers to the digest. */
-  referrers(req: PullThroughRequest, name: string, digest: string, artifactType: string | undefined): Reply;
+  referrers(req: PullThroughRequest, name: string, digest: string, artifactType: string | undefined): Promise<Reply>;
   /**
    * Whether this cache repo's upstream was seen to have the digest (invariant 9). A published
    * blob that is not proven (state committed by an older derrick) takes the blob path, which

@@ -8,12 +8,12 @@ import { referrersIndexReply } from '../referrers.js';
 import type { Reply } from '../reply.js';
 import type { PullThroughContext, PullThroughRequest } from './context.js';
 
-export type ReferrersPath = (req: PullThroughRequest, name: string, digest: string, artifactType: string | undefined) => Reply;
+export type ReferrersPath = (req: PullThroughRequest, name: string, digest: string, artifactType: string | undefined) => Promise<Reply>;
 
 export function createReferrersPath(c: PullThroughContext): ReferrersPath {
-  return (req, name, digest, artifactType) => {
+  return async (req, name, digest, artifactType) => {
     const found = new Map<string, Descriptor>();
-    for (const d of c.o.index.get(name)?.referrers[digest] ?? []) found.set(d.digest, d);
+    for (const d of (await c.o.index.load(name))?.referrers[digest] ?? []) found.set(d.digest, d);
     for (const [d, m] of c.repos.get(name)?.manifests ?? []) {
       if (m.subject?.digest !== digest) continue;
       found.set(d, {

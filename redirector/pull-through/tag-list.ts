@@ -13,10 +13,11 @@ export function createTagListPath(c: PullThroughContext): TagListPath {
   const { o, repos, once } = c;
 
   const tagList = async (req: PullThroughRequest, m: RouteMatch, name: string): Promise<{ tags: string[]; stale: boolean }> => {
-    const cached = () => [...new Set([...(repos.get(name)?.tags.keys() ?? []), ...(o.index.get(name)?.sortedTags ?? [])])].sort();
+    const published = await o.index.load(name);
+    const cached = () => [...new Set([...(repos.get(name)?.tags.keys() ?? []), ...(published?.sortedTags ?? [])])].sort();
     if (m.route.policy === 'Never') {
       const have = cached();
-      if (have.length === 0 && !o.index.get(name)) throw errors.nameUnknown(name);
+      if (have.length === 0 && !published) throw errors.nameUnknown(name);
       return { tags: have, stale: false };
     }
     try {

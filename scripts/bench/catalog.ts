@@ -1,0 +1,185 @@
+// Catalog-scale bench (issue 10): a real `derrick serve` process over a cached 10,000 x 50 tree.
+//   start -> first answer, and RSS then; RSS after 2,000 GETs over random repos; p99 of the first
+//   request to a repo not yet loaded; reload p99 (a new master swapped web then app, polled until
+//   served); crane-data with 10,000 crane v4 files: start and RSS.
+// Alone: node dist/scripts/bench/catalog.js [--repos N] [--tags T] [--cli path/to/cli.js]
+// (--cli measures another build, e.g. the commit before, as the baseline).
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { layout } from '../../shared/layout.js';
+import { craneTree, derrickTree, repoName } from './catalog-cache.js';
+import { swapRepo, writeSyntheticRepo } from './catalog-tree.js';
+import { freePort, percentile, stop } from './util.js';
+
+const DEFAULT_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
+
+export interface CatalogBench {
+  repos: number;
+  tags: number;
+  startMs: number;
+  startCpuMs: number;
+  startRssMb: number;
+  afterGetsRssMb: number;
+  gets: number;
+  coldP50Ms: number;
+  coldP99Ms: number;
+  coldCount: number;
+  warmP50Ms: number;
+  reloadP50Ms: number;
+  reloadP99Ms: number;
+  reloads: number;
+  craneStartMs: number;
+  craneCpuMs: number;
+  craneRssMb: number;
+}
+
+/** CPU (user + system) the process used so far, in ms: what start costs, whatever else the machine runs. */
+const cpuMs = async (pid: number) => {
+  const f = (await fs.readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+};
+const rssMb = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await fs.readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+function get(agent: http.Agent | false, port: number, p: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, agent, headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Spawns serve and polls `probe` until it answers `want`: ms from spawn to that answer. */
+async function startServe(cli: string, config: string, probe: string, want: number): Promise<{ child: ChildProcess; port: number; ms: number }> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [cli, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], { stdio: 'ignore' });
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}`);
+    const status = await get(false, port, probe).catch(() => 0);
+    if (status === want) return { child, port, ms: performance.now() - t0 };
+    if (Date.now() > deadline) throw new Error(`serve never answered ${probe}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A small deterministic PRNG, so runs (and builds) see the same request sequence. */
+function rng(seed: number) {
+  return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+}
+
+export async function benchCatalog(o: { repos?: number; tags?: number; cli?: string; gets?: number; reloads?: number } = {}): Promise<CatalogBench> {
+  const repos = o.repos ?? 10_000;
+  const tags = o.tags ?? 50;
+  const cli = o.cli ?? DEFAULT_CLI;
+  const gets = o.gets ?? 2000;
+  const reloads = o.reloads ?? 30;
+  const treeDir = await derrickTree(repos, tags);
+  const craneDir = await craneTree(repos, tags);
+  const config = path.join(treeDir, 'derrick.yaml');
+  await fs.writeFile(config, 'root: ./var\ngrace: 10m\n');
+  const craneConfig = path.join(craneDir, 'derrick.yaml');
+  await fs.mkdir(path.join(craneDir, 'var'), { recursive: true });
+  await fs.writeFile(craneConfig, 'root: ./var\nserve:\n  crane-data: ./data\n');
+  const rand = rng(42);
+  const pick = () => Math.floor(rand() * repos);
+
+  const out: Partial<CatalogBench> = { repos, tags, gets, reloads };
+  const first = pick();
+  const s = await startServe(cli, config, `/v2/${repoName(first)}/manifests/t0`, 200);
+  try {
+    out.startMs = s.ms;
+    out.startCpuMs = await cpuMs(s.child.pid!);
+    out.startRssMb = await rssMb(s.child.pid!);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const seen = new Set<number>([first]);
+    const cold: number[] = [];
+    const warm: number[] = [];
+    for (let i = 0; i < gets; i++) {
+      const r = pick();
+      const t0 = performance.now();
+      const status = await get(agent, s.port, `/v2/${repoName(r)}/manifests/t${Math.floor(rand() * tags)}`);
+      const ms = performance.now() - t0;
+      if (status !== 200) throw new Error(`GET ${repoName(r)}: ${status}`);
+      (seen.has(r) ? warm : cold).push(ms);
+      seen.add(r);
+    }
+    out.afterGetsRssMb = await rssMb(s.child.pid!);
+    out.coldP50Ms = percentile(cold, 50);
+    out.coldP99Ms = percentile(cold, 99);
+    out.coldCount = cold.length;
+    out.warmP50Ms = warm.length ? percentile(warm, 50) : NaN;
+
+    // Reload: a new master for a served repo, swapped the way the publisher swaps (web, then app).
+    const root = path.join(treeDir, 'var');
+    const lat: number[] = [];
+    for (let i = 0; i < reloads; i++) {
+      const name = repoName(pick());
+      await get(agent, s.port, `/v2/${name}/manifests/t0`);
+      const tag = `t${tags + 1}`;
+      const seed = `reload-${Date.now()}-${i}`;
+      const next = await writeSyntheticRepo(root, name, { tags: tags + 2, seed, swap: false });
+      await swapRepo(root, name, next.master);
+      const swappedAt = (await fs.lstat(layout(root).app(name))).mtimeMs;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        // A new tag name would not prove the swap (t51 may not exist before): check the digest.
+        const status = await new Promise<string>((resolve, reject) => {
+          http.get({ host: '127.0.0.1', port: s.port, path: `/v2/${name}/manifests/${tag}`, agent, headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(String(res.headers['docker-content-digest'])));
+          }).on('error', reject);
+        });
+        if (status === next.tags[tag]) break;
+        if (Date.now() > deadline) throw new Error(`${name}:${tag} was never served`);
+      }
+      lat.push(Date.now() - swappedAt);
+    }
+    agent.destroy();
+    out.reloadP50Ms = percentile(lat, 50);
+    out.reloadP99Ms = percentile(lat, 99);
+  } finally {
+    await stop(s.child);
+  }
+
+  const c = await startServe(cli, craneConfig, `/v2/${repoName(pick())}/manifests/t0`, 307);
+  try {
+    out.craneStartMs = c.ms;
+    out.craneCpuMs = await cpuMs(c.child.pid!);
+    out.craneRssMb = await rssMb(c.child.pid!);
+  } finally {
+    await stop(c.child);
+  }
+  return out as CatalogBench;
+}
+
+const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 1);
+const ok = (good: boolean) => (good ? 'OK' : 'MISSED');
+
+export function formatCatalog(b: CatalogBench, label = ''): string {
+  return [
+    `catalog (${b.repos} repos x ${b.tags} tags, one derrick serve process${label})`,
+    `  start -> first answer:            ${fmt(b.startMs)} ms (goal <= 500)  ${ok(b.startMs <= 500)}; serve's CPU until then ${fmt(b.startCpuMs)} ms`,
+    `  RSS at first answer:              ${fmt(b.startRssMb)} MB (goal <= 90)  ${ok(b.startRssMb <= 90)}`,
+    `  RSS after ${b.gets} GETs (random repos): ${fmt(b.afterGetsRssMb)} MB (goal <= 120)  ${ok(b.afterGetsRssMb <= 120)}`,
+    `  first request to a cold repo:     p50 ${fmt(b.coldP50Ms)} ms, p99 ${fmt(b.coldP99Ms)} ms over ${b.coldCount} (goal <= 5)  ${ok(b.coldP99Ms <= 5)}; a warm one p50 ${fmt(b.warmP50Ms)} ms`,
+    `  reload, app swap -> served:       p50 ${fmt(b.reloadP50Ms)} ms, p99 ${fmt(b.reloadP99Ms)} ms over ${b.reloads} (goal p99 <= 50)  ${ok(b.reloadP99Ms <= 50)}`,
+    `  crane-data, ${b.repos} v4 files:      start ${fmt(b.craneStartMs)} ms (goal <= 500)  ${ok(b.craneStartMs <= 500)} (CPU ${fmt(b.craneCpuMs)} ms), RSS ${fmt(b.craneRssMb)} MB (goal <= 90)  ${ok(b.craneRssMb <= 90)}`,
+  ].join('\n');
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const arg = (k: string) => {
+    const i = process.argv.indexOf(k);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
+  const cli = arg('--cli');
+  const b = await benchCatalog({ repos: arg('--repos') ? Number(arg('--repos')) : undefined, tags: arg('--tags') ? Number(arg('--tags')) : undefined, cli });
+  console.log(formatCatalog(b, cli ? `, ${cli}` : ''));
+  if (arg('--json')) await fs.writeFile(arg('--json')!, JSON.stringify(b, null, 1));
+}
