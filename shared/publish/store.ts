@@ -49,6 +49,8 @@ export async function openStore(l: Layout): Promise<Store> {
   await fs.mkdir(l.storeBlobsDir, { recursive: true });
   await fs.mkdir(l.repoStateDir, { recursive: true });
   let dirty = false;
+  /** The directory fsync in flight (or last done): it covers every rename made before it began. */
+  let syncing: Promise<void> = Promise.resolve();
 
   const has = async (digest: string) => {
     assertDigest(digest);
@@ -140,9 +142,15 @@ export async function openStore(l: Layout): Promise<Store> {
       dirty = true;
     },
     sync: async () => {
-      if (!dirty) return;
+      // Repos sync concurrently into one store: a caller whose renames an fsync already in flight
+      // covers must still wait for that fsync to finish, not return while it runs.
+      if (!dirty) return syncing;
       dirty = false;
-      await fsyncDir(l.storeBlobsDir);
+      syncing = fsyncDir(l.storeBlobsDir).catch((err: unknown) => {
+        dirty = true; // the next caller tries again
+        throw err;
+      });
+      return syncing;
     },
     cleanDebris,
   };
