@@ -35,6 +35,8 @@ export interface RunContext {
   sources: SourcePool;
   listings: SharedListings;
   progress: RunProgress;
+  /** Blob downloads in flight, by digest: repos from one source share layers (see sync.ts). */
+  blobsInFlight: Map<string, Promise<void>>;
 }
 
 const digests = (resolved: Map<string, Descriptor>) => Object.fromEntries([...resolved].map(([t, d]) => [t, d.digest]));
@@ -83,7 +85,7 @@ async function stateToPublish(repo: RepoConfig, ctx: RunContext, served: Served)
   const progress = ctx.progress.forRepo(repo.name);
   try {
     const { state, stats } = await syncRepo({
-      repo, source, store: ctx.store, prev, policy: ctx.policy as 'default' | 'force-fetch', concurrency: ctx.config.concurrency, progress, resolved,
+      repo, source, store: ctx.store, prev, policy: ctx.policy as 'default' | 'force-fetch', concurrency: ctx.config.concurrency, progress, resolved, blobsInFlight: ctx.blobsInFlight,
     });
     // Only what the sync found goes to disk: a state equal to the last one but for its time is not rewritten.
     if (!prev || JSON.stringify({ ...state, lastSync: '' }) !== JSON.stringify({ ...prev, lastSync: '' })) await writeRepoState(l, state);

@@ -80,6 +80,7 @@ export async function runPublish(opts: PublishRunOptions): Promise<RepoOutcome[]
       sources: createSourcePool(config),
       listings: await readSharedListings(l),
       progress,
+      blobsInFlight: new Map(),
     };
     return await mapInOrder(selected, config['repo-concurrency'], (repo) => publishOne(repo, ctx), (o) => {
       const line = summaryLine(o);

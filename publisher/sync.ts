@@ -85,6 +85,8 @@ export interface SyncOptions {
   progress?: SyncProgress;
   /** The tags as resolveSelectedTags found them moments ago, so they are not asked for twice. */
   resolved?: Map<string, Descriptor>;
+  /** Blob downloads running in this run, by digest, shared by the repos syncing at once. */
+  blobsInFlight?: Map<string, Promise<void>>;
 }
 
 export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; stats: SyncStats }> {
@@ -195,15 +197,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   for (const digest of new Set(Object.values(tagDigests))) await visit(digest);
 
   // Fetch the blobs the store lacks (or, when forced, those that fail re-verification).
-  await mapLimit([...blobs.values()], concurrency, async (b) => {
-    if (!force && prev?.blobs[b.digest] !== undefined) return;
-    if (await store.has(b.digest)) {
-      if (!force) return;
-      stats.blobsVerified++;
-      if (await store.verify(b.digest, b.size)) return;
-      await store.remove(b.digest);
-      stats.repaired++;
-    }
+  const fetchBlob = async (b: Descriptor) => {
     for (let attempt = 1; ; attempt++) {
       progress?.onBlobStart?.(b.digest, b.size);
       try {
@@ -226,6 +220,31 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
           throw new SyncError(repo.name, `${what} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
         }
       }
+    }
+  };
+  await mapLimit([...blobs.values()], concurrency, async (b) => {
+    if (!force && prev?.blobs[b.digest] !== undefined) return;
+    if (await store.has(b.digest)) {
+      if (!force) return;
+      stats.blobsVerified++;
+      if (await store.verify(b.digest, b.size)) return;
+      await store.remove(b.digest);
+      stats.repaired++;
+    }
+    // Another repo of this run is fetching the same blob (repos from one source share layers):
+    // wait for it and use what it stored, rather than download it twice. Checked and claimed
+    // with no await in between, so two repos can't both miss each other.
+    const inFlight = opts.blobsInFlight;
+    for (let other = inFlight?.get(b.digest); other && !force; other = inFlight?.get(b.digest)) {
+      await other.catch(() => {});
+      if (await store.has(b.digest)) return;
+    }
+    const mine = fetchBlob(b);
+    inFlight?.set(b.digest, mine);
+    try {
+      await mine;
+    } finally {
+      if (inFlight?.get(b.digest) === mine) inFlight.delete(b.digest);
     }
   });
   await store.sync();

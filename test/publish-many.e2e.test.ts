@@ -35,6 +35,8 @@ describe.skipIf(!hasTools)('publishing 50 repos at once', () => {
   /** Extra config lines per repo. */
   const extra: Record<string, string[]> = {};
   const trees = new Map<string, TreeState>();
+  /** Config and layers of the image that REG[2] and REG[3] both hold. */
+  let twinBlobs: string[] = [];
   const procs: RunningProcess[] = [];
 
   const ownLayout = (name: string) => path.join(tmp.dir, 'own', name.replace('/', '-'));
@@ -70,7 +72,9 @@ describe.skipIf(!hasTools)('publishing 50 repos at once', () => {
       await generateImage({ layoutDir: ownLayout(name), tag: 'v2', seed: `${name}-v2`, layers: [2500] });
     }
     for (const name of REG) {
-      await generateImage({ layoutDir: path.join(gen, name), tag: 'v1', seed: name, layers: [4000] });
+      // The last two are one image in two repositories: downloaded once by a run.
+      const seed = name === REG[3] ? REG[2]! : name;
+      twinBlobs = (await generateImage({ layoutDir: path.join(gen, name), tag: 'v1', seed, layers: [200_000, 100_000] })).blobs;
       await seedRegistry(reg.host, name, path.join(gen, name), 'v1');
     }
     await writeConfig();
@@ -103,6 +107,9 @@ describe.skipIf(!hasTools)('publishing 50 repos at once', () => {
     }
     expect(Object.keys(trees.get(SHARED[0]!)!.file.derrick!.tags)).toEqual(['v1', 'v2', 'v3']);
     expect(Object.keys(trees.get(REG[0]!)!.file.derrick!.tags)).toEqual(['v1']);
+    // Repos syncing at once share a blob download: one GET per blob for the twin repos.
+    expect(trees.get(REG[3]!)!.file.derrick!.tags).toEqual(trees.get(REG[2]!)!.file.derrick!.tags);
+    expect(twinBlobs.map((dg) => reg.blobGets(dg))).toEqual(twinBlobs.map(() => 1));
     await checkStore(root);
     await assertNoDebris(root);
   });
