@@ -34,7 +34,7 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
         waitMs: parseWait(o.wait),
         log,
         progress: !json && process.stderr.isTTY,
-        print: json ? undefined : (line) => (line.startsWith('error:') ? console.error(line) : console.log(line)),
+        print: json ? undefined : (line, isError) => (isError ? console.error(line) : console.log(line)),
       });
       setExit(exitCodeFor(outcomes));
     });

@@ -49,6 +49,32 @@ export function tagFilter(include: string[], exclude: string[]): (tag: string) =
 /** Blob attempts: the registry client retries requests; this retries bodies cut off or corrupted. */
 const BLOB_ATTEMPTS = 3;
 
+/** Rethrows `err` as a SyncError naming the repo and what was being done (a SyncError as is). */
+const failedAt = (repo: string, what: string, digest?: string) => (err: unknown): never => {
+  if (err instanceof SyncError) throw err;
+  throw new SyncError(repo, `${what}: ${(err as Error).message}`, digest);
+};
+
+/** The source's tags that the repo's tags/exclude globs select, sorted; none is an error. */
+export async function listSelectedTags(repo: RepoConfig, source: Source): Promise<string[]> {
+  const wanted = tagFilter(repo.tags, repo.exclude);
+  const all = await source.listTags().catch(failedAt(repo.name, `listing tags of ${source.description}`));
+  const tags = all.filter(wanted).sort();
+  if (tags.length === 0) throw new SyncError(repo.name, `no tags of ${source.description} match ${JSON.stringify(repo.tags)}`);
+  return tags;
+}
+
+/**
+ * What each selected tag points at now: the tag list, filtered, then one resolve per tag (a
+ * HEAD for a registry, a lookup in the once-read index.json for a layout). This is the whole
+ * of what a run where nothing changed asks the source.
+ */
+export async function resolveSelectedTags(repo: RepoConfig, source: Source, concurrency: number): Promise<Map<string, Descriptor>> {
+  const tags = await listSelectedTags(repo, source);
+  const found = await mapLimit(tags, concurrency * 2, (tag) => source.resolveTag(tag).catch(failedAt(repo.name, `resolving tag ${tag}`)));
+  return new Map(tags.map((t, i) => [t, found[i]!]));
+}
+
 export interface SyncOptions {
   repo: RepoConfig;
   source: Source;
@@ -57,21 +83,21 @@ export interface SyncOptions {
   policy: Exclude<FetchPolicy, 'no-fetch'>;
   concurrency: number;
   progress?: SyncProgress;
+  /** The tags as resolveSelectedTags found them moments ago, so they are not asked for twice. */
+  resolved?: Map<string, Descriptor>;
+  /** Blob downloads running in this run, by digest, shared by the repos syncing at once. */
+  blobsInFlight?: Map<string, Promise<void>>;
 }
 
 export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; stats: SyncStats }> {
   const { repo, source, store, prev, policy, concurrency, progress } = opts;
   const force = policy === 'force-fetch';
   const stats: SyncStats = { tags: 0, manifestsFetched: 0, blobsFetched: 0, bytesFetched: 0, blobsVerified: 0, repaired: 0 };
-  const wrap = (what: string, digest?: string) => (err: unknown) => {
-    if (err instanceof SyncError) throw err;
-    throw new SyncError(repo.name, `${what}: ${(err as Error).message}`, digest);
-  };
+  const wrap = (what: string, digest?: string) => failedAt(repo.name, what, digest);
 
-  const wanted = tagFilter(repo.tags, repo.exclude);
-  const allTags = await source.listTags().catch(wrap(`listing tags of ${source.description}`));
-  const tags = allTags.filter(wanted).sort();
-  if (tags.length === 0) throw new SyncError(repo.name, `no tags of ${source.description} match ${JSON.stringify(repo.tags)}`);
+  // --force-fetch GETs every tag's manifest instead of resolving it first.
+  const resolved = force ? undefined : (opts.resolved ?? (await resolveSelectedTags(repo, source, concurrency)));
+  const tags = resolved ? [...resolved.keys()] : await listSelectedTags(repo, source);
   stats.tags = tags.length;
 
   /** Makes sure a manifest is in the store, fetching it when missing (or always, when forced). */
@@ -100,10 +126,10 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   const typeHints = new Map<string, string>();
   await mapLimit(tags, concurrency * 2, async (tag) => {
     let digest: string;
-    if (force) {
+    if (!resolved) {
       digest = await ensureManifest(tag);
     } else {
-      const d = await source.resolveTag(tag).catch(wrap(`resolving tag ${tag}`));
+      const d = resolved.get(tag)!;
       typeHints.set(d.digest, d.mediaType);
       digest = await ensureManifest(tag, d.digest);
     }
@@ -171,15 +197,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   for (const digest of new Set(Object.values(tagDigests))) await visit(digest);
 
   // Fetch the blobs the store lacks (or, when forced, those that fail re-verification).
-  await mapLimit([...blobs.values()], concurrency, async (b) => {
-    if (!force && prev?.blobs[b.digest] !== undefined) return;
-    if (await store.has(b.digest)) {
-      if (!force) return;
-      stats.blobsVerified++;
-      if (await store.verify(b.digest, b.size)) return;
-      await store.remove(b.digest);
-      stats.repaired++;
-    }
+  const fetchBlob = async (b: Descriptor) => {
     for (let attempt = 1; ; attempt++) {
       progress?.onBlobStart?.(b.digest, b.size);
       try {
@@ -202,6 +220,31 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
           throw new SyncError(repo.name, `${what} (after ${attempt} attempt${attempt > 1 ? 's' : ''})`, b.digest);
         }
       }
+    }
+  };
+  await mapLimit([...blobs.values()], concurrency, async (b) => {
+    if (!force && prev?.blobs[b.digest] !== undefined) return;
+    if (await store.has(b.digest)) {
+      if (!force) return;
+      stats.blobsVerified++;
+      if (await store.verify(b.digest, b.size)) return;
+      await store.remove(b.digest);
+      stats.repaired++;
+    }
+    // Another repo of this run is fetching the same blob (repos from one source share layers):
+    // wait for it and use what it stored, rather than download it twice. Checked and claimed
+    // with no await in between, so two repos can't both miss each other.
+    const inFlight = opts.blobsInFlight;
+    for (let other = inFlight?.get(b.digest); other && !force; other = inFlight?.get(b.digest)) {
+      await other.catch(() => {});
+      if (await store.has(b.digest)) return;
+    }
+    const mine = fetchBlob(b);
+    inFlight?.set(b.digest, mine);
+    try {
+      await mine;
+    } finally {
+      if (inFlight?.get(b.digest) === mine) inFlight.delete(b.digest);
     }
   });
   await store.sync();

@@ -1,6 +1,7 @@
 // `npm run bench`: every figure is printed next to a baseline measured in the same run.
 import { formatBytes } from '../shared/units.js';
 import { benchPublish } from './bench/publish.js';
+import { benchPublishMany, formatPublishMany } from './bench/publish-many.js';
 import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
 import { benchCatalog, formatCatalog } from './bench/catalog.js';
@@ -15,6 +16,9 @@ if (!only || only === 'publish') {
   console.log(`  one-tag publish (baseline):                     ${fmt(p.oneTagMs)} ms`);
   console.log(`  ratio: ${p.ratio.toFixed(2)}x  (goal <= 2x)  ${p.ratio <= 2 ? 'OK' : 'MISSED'}`);
   console.log(`  blob bytes copied into the master: ${formatBytes(p.copiedBytes)} of ${p.blobFiles} blobs (goal 0)  ${p.copiedBytes === 0 ? 'OK' : 'MISSED'}`);
+}
+if (!only || only === 'publish-many') {
+  console.log(formatPublishMany(await benchPublishMany()));
 }
 if (!only || only === 'serve') {
   const s = await benchServe();

@@ -149,6 +149,11 @@ export const ConfigSchema = z
     keep: z.number().int().min(0).max(1000).default(2),
     grace: duration.default(600_000),
     concurrency: z.number().int().min(1).max(64).default(4),
+    /**
+     * Repos a publish run works on at once. Most of a repo's time is waiting (HEADs, fsyncs), so a
+     * few in flight fill two cores; blob downloads stay bounded by `concurrency` per repo.
+     */
+    'repo-concurrency': z.number().int().min(1).max(64).default(4),
     repos: z.array(repo).default([]),
     serve: serve.default(serve.parse({})),
     upstreams: z.array(upstream).default([]),

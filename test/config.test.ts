@@ -29,6 +29,7 @@ const BAD: BadCase[] = [
   { name: 'bad YAML (duplicate key)', yaml: 'keep: 1\nkeep: 2\n', line: 2, key: 'invalid YAML', says: /unique/i },
   { name: 'unknown top-level key', yaml: 'root: ./var\nrepositories: []\n', line: 2, key: 'repositories', says: /unknown key "repositories"/ },
   { name: 'unknown repo key', yaml: repo(['    tagz: [v1]']), line: 4, key: 'repos[0].tagz', says: /unknown key "tagz"/ },
+  { name: 'repo-concurrency of 0', yaml: 'root: ./var\nrepo-concurrency: 0\n', line: 2, key: 'repo-concurrency', says: />=\s*1|too small/i },
   { name: 'cache.fill-memory that is not a size', yaml: 'cache:\n  fill-memory: lots\n', line: 2, key: 'cache.fill-memory', says: /"lots" is not a size/ },
   { name: 'uppercase repo name', yaml: 'repos:\n  - name: Team/App\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
   { name: '".." in a repo name', yaml: 'repos:\n  - name: team/../etc\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
@@ -159,7 +160,8 @@ describe('parseConfig', () => {
 
   it('fills in defaults and parses durations', () => {
     const cfg = parseConfig('repos:\n  - name: a\n    from: oci:x\n', '/c/derrick.yaml', {});
-    expect(cfg).toMatchObject({ root: '/c/var', keep: 2, grace: 600_000, concurrency: 4 });
+    expect(cfg).toMatchObject({ root: '/c/var', keep: 2, grace: 600_000, concurrency: 4, 'repo-concurrency': 4 });
+    expect(parseConfig('repo-concurrency: 16\n', '/c/d.yaml', {})['repo-concurrency']).toBe(16);
     expect(cfg.repos[0]).toMatchObject({ tags: ['*'], exclude: [], 'tls-verify': true, protected: false });
     expect(cfg.serve).toMatchObject({ listen: '127.0.0.1:5000', blobs: 'embedded', 'redirect-status': 307 });
     expect(parseConfig('grace: 90s\n', '/c/d.yaml', {}).grace).toBe(90_000);

@@ -1,10 +1,10 @@
 // What a repo's symlinks point at now.
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Layout } from '../layout.js';
 import { MASTER_NAME_RE, REDIRECT_FILE_NAME } from '../layout.js';
 import { parseRedirectFile, type RedirectFile } from '../redirect-file.js';
-import { readLink } from './swap.js';
+import { readLinkSync } from './swap.js';
 
 export interface CurrentPublish {
   /** Master served by web/<repo>. */
@@ -20,16 +20,18 @@ function masterOf(target: string | undefined, expectFile: boolean): string | und
   return name && MASTER_NAME_RE.test(name) ? name : undefined;
 }
 
+// Both read with synchronous calls: small local files, read once per repo by runs over many repos,
+// where a promise and threadpool round trip per call cost more than the call itself.
 export async function currentPublish(l: Layout, name: string): Promise<CurrentPublish> {
   return {
-    web: masterOf(await readLink(l.web(name)), false),
-    app: masterOf(await readLink(l.app(name)), true),
+    web: masterOf(readLinkSync(l.web(name)), false),
+    app: masterOf(readLinkSync(l.app(name)), true),
   };
 }
 
 export async function readMasterRedirect(l: Layout, name: string, master: string): Promise<RedirectFile | undefined> {
   try {
-    const file = parseRedirectFile(await fs.readFile(path.join(l.master(name, master), REDIRECT_FILE_NAME), 'utf8'));
+    const file = parseRedirectFile(fs.readFileSync(path.join(l.master(name, master), REDIRECT_FILE_NAME), 'utf8'));
     return file.version === 4 ? (file as RedirectFile) : undefined;
   } catch {
     return undefined;

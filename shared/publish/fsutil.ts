@@ -5,9 +5,16 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { TMP_PREFIX } from '../layout.js';
 
+// Temp names end in 12 hex digits: a random half drawn once per process (a stale temp of an
+// earlier process with our pid can't collide) and a counter (unique within this process). A
+// random draw per name cost more than the rest of taking a lock, once per repo in a large run.
+const tmpSalt = crypto.randomBytes(3).toString('hex');
+let tmpSeq = 0;
+
 /** A temp name in `dir` that encodes our pid, so a later run can tell live temps from debris. */
 export function tmpName(dir: string, label = ''): string {
-  return path.join(dir, `${TMP_PREFIX}${label}${label ? '.' : ''}${process.pid}.${crypto.randomBytes(6).toString('hex')}`);
+  const unique = tmpSalt + ((tmpSeq = (tmpSeq + 1) & 0xffffff)).toString(16).padStart(6, '0');
+  return path.join(dir, `${TMP_PREFIX}${label}${label ? '.' : ''}${process.pid}.${unique}`);
 }
 
 /** The pid a tmpName() was made by, if it has one. */
@@ -83,6 +90,16 @@ export async function exists(p: string): Promise<boolean> {
 export async function readdirOrEmpty(dir: string): Promise<string[]> {
   try {
     return await fs.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** readdirOrEmpty without a promise, for the small per-repo directories a run lists for every repo. */
+export function readdirOrEmptySync(dir: string): string[] {
+  try {
+    return fsSync.readdirSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;

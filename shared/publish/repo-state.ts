@@ -1,6 +1,7 @@
 // Per-repo sync state beside the store: what the last sync found, so --no-fetch can publish
 // without a network and the next sync can skip what it already has.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
 import type { Layout } from '../layout.js';
@@ -32,6 +33,22 @@ export async function readRepoState(l: Layout, name: string): Promise<RepoState 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+  return parseRepoState(l, name, text);
+}
+
+/** readRepoState with a synchronous read: the publisher reads one small state per repo, 1,000 in a run. */
+export function readRepoStateSync(l: Layout, name: string): RepoState | undefined {
+  let text: string;
+  try {
+    text = fsSync.readFileSync(l.repoState(name), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return parseRepoState(l, name, text);
+}
+
+function parseRepoState(l: Layout, name: string, text: string): RepoState {
   const parsed = RepoStateSchema.safeParse(JSON.parse(text));
   if (!parsed.success) throw new Error(`${l.repoState(name)}: corrupt repo state: ${parsed.error.issues[0]?.message}`);
   return parsed.data;

@@ -1,5 +1,6 @@
 // The content-addressed store: <root>/store/blobs/sha256/<hex>, for manifests and blobs alike.
-// Nothing is renamed into place before its digest and size match (invariant 4).
+// Nothing is put in place before its digest and size match (invariant 4), and an object in place
+// is never replaced.
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import crypto from 'node:crypto';
@@ -28,14 +29,14 @@ export class DigestMismatchError extends Error {
 export interface Store {
   layout: Layout;
   has(digest: string): Promise<boolean>;
-  /** Streams `body` to a temp file, verifies digest and size, then renames it into place. */
+  /** Streams `body` to a temp file, verifies digest and size, then links it into place. */
   putStream(digest: string, size: number, body: Readable, onBytes?: (n: number) => void): Promise<void>;
   putBytes(digest: string, bytes: Uint8Array): Promise<void>;
   read(digest: string): Promise<Buffer>;
   /** Re-hashes a stored object; false when it is missing or corrupt. */
   verify(digest: string, size?: number): Promise<boolean>;
   remove(digest: string): Promise<void>;
-  /** Makes the renames of this run durable: one directory fsync instead of one per object. */
+  /** Makes the links of this run durable: one directory fsync instead of one per object. */
   sync(): Promise<void>;
   /** Removes temp files left by dead processes. */
   cleanDebris(): Promise<string[]>;
@@ -49,6 +50,8 @@ export async function openStore(l: Layout): Promise<Store> {
   await fs.mkdir(l.storeBlobsDir, { recursive: true });
   await fs.mkdir(l.repoStateDir, { recursive: true });
   let dirty = false;
+  /** The directory fsync in flight (or last done): it covers every rename made before it began. */
+  let syncing: Promise<void> = Promise.resolve();
 
   const has = async (digest: string) => {
     assertDigest(digest);
@@ -58,6 +61,25 @@ export async function openStore(l: Layout): Promise<Store> {
     } catch {
       return false;
     }
+  };
+
+  /**
+   * Moves a verified temp file to its name, unless the object is already there. link(2), not
+   * rename(2): a rename would replace an object that another writer (a repo syncing at the same
+   * time, another process) put there first and that a master may already hardlink, leaving that
+   * master on an inode the store no longer holds. The first writer wins; the bytes are the same.
+   */
+  const place = async (tmp: string, digest: string) => {
+    try {
+      await fs.link(tmp, l.storeBlob(digest));
+      dirty = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        await fs.rm(tmp, { force: true });
+        throw err;
+      }
+    }
+    await fs.rm(tmp, { force: true });
   };
 
   const putStream = async (digest: string, size: number, body: Readable, onBytes?: (n: number) => void) => {
@@ -86,8 +108,7 @@ export async function openStore(l: Layout): Promise<Store> {
       throw err;
     }
     await fh.close();
-    await fs.rename(tmp, l.storeBlob(digest));
-    dirty = true;
+    await place(tmp, digest);
   };
 
   const putBytes = async (digest: string, bytes: Uint8Array) => {
@@ -97,8 +118,7 @@ export async function openStore(l: Layout): Promise<Store> {
     if (await has(digest)) return;
     const tmp = tmpName(l.storeBlobsDir);
     await writeNewFileSynced(tmp, bytes);
-    await fs.rename(tmp, l.storeBlob(digest));
-    dirty = true;
+    await place(tmp, digest);
   };
 
   const verify = async (digest: string, size?: number) => {
@@ -140,9 +160,15 @@ export async function openStore(l: Layout): Promise<Store> {
       dirty = true;
     },
     sync: async () => {
-      if (!dirty) return;
+      // Repos sync concurrently into one store: a caller whose renames an fsync already in flight
+      // covers must still wait for that fsync to finish, not return while it runs.
+      if (!dirty) return syncing;
       dirty = false;
-      await fsyncDir(l.storeBlobsDir);
+      syncing = fsyncDir(l.storeBlobsDir).catch((err: unknown) => {
+        dirty = true; // the next caller tries again
+        throw err;
+      });
+      return syncing;
     },
     cleanDebris,
   };

@@ -1,5 +1,6 @@
 // The only way a publish becomes visible: a symlink made at a temp name and renamed over the old one.
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import { fsyncDir, tmpName } from './fsutil.js';
 
@@ -23,8 +24,13 @@ export async function swapSymlink(link: string, target: string): Promise<void> {
 
 /** The target of a symlink, or undefined when there is none. */
 export async function readLink(link: string): Promise<string | undefined> {
+  return readLinkSync(link);
+}
+
+/** readLink without a promise: a run over 1,000 repos reads 2,000 links, where a round trip costs more than the call. */
+export function readLinkSync(link: string): string | undefined {
   try {
-    return await fs.readlink(link);
+    return fsSync.readlinkSync(link);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'EINVAL') return undefined;
