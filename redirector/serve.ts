@@ -1,19 +1,16 @@
-// `derrick serve`: index + app + HTTP server, with graceful shutdown.
-import { getRequestListener } from '@hono/node-server';
+// `derrick serve`: listen first, then build what answers (serve-handler.ts) while early requests
+// wait for it; graceful shutdown. This module imports nothing heavy, so the port is bound (or
+// its failure reported) before the index, the cache or any framework is loaded.
 import http from 'node:http';
 import type { Config } from '../shared/config.js';
-import { layout as makeLayout } from '../shared/layout.js';
 import type { Logger } from '../shared/log.js';
-import { createApp } from './app.js';
-import { createAuthenticator } from './auth.js';
-import { createFileHandler, honoFileServer, rawPathOf, type FileRequest } from './files.js';
-import { createRepoIndex, type RepoIndex } from './index.js';
-import { createMetrics } from './metrics.js';
-import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
+import { listen, splitListen } from './listen.js';
+import type { RepoIndex } from './index.js';
+import type { PullThrough } from './pull-through/pull-through.js';
 import type { Policy } from './pull-through/routes.js';
-import { writeReply } from './reply.js';
 
-export const FILES_PREFIX = '/published';
+export { ListenError, splitListen } from './listen.js';
+export { FILES_PREFIX } from './urls.js';
 
 export interface RunningServer {
   url: string;
@@ -23,26 +20,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v.join(', ') : v;
-}
-
-function fileRequest(method: string, url: string, headers: http.IncomingHttpHeaders): FileRequest {
-  const q = url.indexOf('?');
-  const query = q === -1 ? undefined : new URLSearchParams(url.slice(q + 1));
-  return {
-    method,
-    rawPath: rawPathOf(url),
-    header: (n) => headerValue(headers[n]),
-    query: (n) => query?.get(n) ?? undefined,
-  };
-}
-
-export function splitListen(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(listen.slice(i + 1)) };
-}
-
 export interface ServeOptions {
   listen?: string;
   log: Logger;
@@ -50,97 +27,46 @@ export interface ServeOptions {
   policy?: Policy;
 }
 
+type Listener = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/** Resolves once the server answers; its port is open, and requests are held, from the start. */
 export async function startServer(config: Config, opts: ServeOptions): Promise<RunningServer> {
-  const s = config.serve;
-  const l = makeLayout(config.root);
-  const metrics = createMetrics();
-  const { log } = opts;
-  const index = await createRepoIndex({
-    layout: l,
-    craneData: s['crane-data'],
-    graceMs: config.grace,
-    rescanMs: s['rescan-interval'],
-    log,
-    events: {
-      onLoaded: (repo, ms) => {
-        if (ms !== undefined && ms >= 0) metrics.reloadLatency.observe(ms / 1000);
-        log.info({ repo: repo.name, master: repo.current.master, swapToServedMs: ms }, 'repo loaded');
-      },
-      onError: () => metrics.reloadErrors.inc(),
-    },
-  });
-  const secret = s.signing ? process.env[s.signing['secret-env']] : undefined;
-  const urls = {
-    blobs: s.blobs,
-    filesPrefix: FILES_PREFIX,
-    signing: secret && s.signing ? { secret, ttlMs: s.signing.ttl } : undefined,
-  };
-  const pullThrough: PullThrough | undefined = config.upstreams.length
-    ? await createPullThrough({
-        config, layout: l, index, metrics, log, urls, manifests: s.manifests, redirectStatus: s['redirect-status'], override: opts.policy,
-      })
-    : undefined;
-  const files = s.blobs === 'embedded' ? createFileHandler({ publishedDir: l.publishedDir, prefix: FILES_PREFIX, signingSecret: secret }) : undefined;
-  const { app, v2 } = createApp({
-    pullThrough,
-    index,
-    urls,
-    manifests: s.manifests,
-    redirectStatus: s['redirect-status'],
-    anonymous: s.anonymous,
-    auth: createAuthenticator(s.htpasswd),
-    metrics,
-    log,
-    fileServer: files && honoFileServer(files),
-  });
-  const hono = getRequestListener(app.fetch);
-  // /v2 is the hot path: answered by the same handler Hono uses, minus the Fetch API round trip.
-  const server = http.createServer((req, res) => {
-    const url = req.url ?? '/';
-    if (url.startsWith('/v2/') || url === '/v2' || url.startsWith('/v2?')) {
-      const r = v2({ method: req.method ?? 'GET', target: url, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress });
-      if (r instanceof Promise) void r.then((x) => writeReply(res, x));
-      else writeReply(res, r);
-      return;
-    }
-    // The embedded blob server is the other hot path (every redirected blob lands here).
-    if (files && url.startsWith(FILES_PREFIX + '/') && (req.method === 'GET' || req.method === 'HEAD')) {
-      files(fileRequest(req.method, url, req.headers)).then(
-        (r) => writeReply(res, r),
-        (err: Error) => {
-          log.error({ err: err.message, url }, 'file server failed');
-          if (!res.headersSent) res.writeHead(500, { 'Content-Length': '0' });
-          res.end();
-        },
-      );
-      return;
-    }
-    void hono(req, res);
-  });
-  const { host, port } = splitListen(opts.listen ?? s.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const address = opts.listen ?? config.serve.listen;
+  // Until the handler exists, requests wait in arrival order (a client's connect succeeds at once).
+  const early: Array<[http.IncomingMessage, http.ServerResponse]> = [];
+  const hold: Listener = (req, res) => void early.push([req, res]);
+  // A missing Host is refused by request-target.ts, with the spec's JSON, rather than by node.
+  const server = http.createServer({ requireHostHeader: false }, hold);
   server.keepAliveTimeout = 65_000;
-  const addr = server.address();
-  const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+  const port = await listen(server, address);
+  const closeServer = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+    });
+
+  let handler;
+  try {
+    const { createServeHandler } = await import('./serve-handler.js');
+    handler = await createServeHandler(config, { log: opts.log, policy: opts.policy });
+  } catch (err) {
+    for (const [, res] of early) res.writeHead(503, { 'Content-Length': '0', Connection: 'close' }).end();
+    await closeServer();
+    throw err;
+  }
+  server.off('request', hold).on('request', handler.handle);
+  for (const [req, res] of early.splice(0)) handler.handle(req, res);
+
+  const { host } = splitListen(address);
+  const h = handler;
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${boundPort}`,
-    port: boundPort,
-    index,
-    pullThrough,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    port,
+    index: h.index,
+    pullThrough: h.pullThrough,
     close: async () => {
-      await pullThrough?.committer.idle();
-      await pullThrough?.accessLog.flush();
-      await index.close();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      await h.close();
+      await closeServer();
     },
   };
 }
