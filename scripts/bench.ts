@@ -3,6 +3,7 @@ import { formatBytes } from '../shared/units.js';
 import { benchPublish } from './bench/publish.js';
 import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
+import { benchStartup, formatStartup } from './bench/startup.js';
 
 const only = process.argv[2];
 const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 2);
@@ -26,4 +27,7 @@ if (!only || only === 'serve') {
 }
 if (!only || only === 'pull-through') {
   console.log(formatPullThrough(await benchPullThrough()));
+}
+if (!only || only === 'startup') {
+  console.log(formatStartup(await benchStartup()));
 }
