@@ -8,6 +8,7 @@ import { listen, splitListen } from './listen.js';
 import type { RepoIndex } from './index.js';
 import type { PullThrough } from './pull-through/pull-through.js';
 import type { Policy } from './pull-through/routes.js';
+import type { ServeHandler } from './serve-handler.js';
 
 export { ListenError, splitListen } from './listen.js';
 export { FILES_PREFIX } from './urls.js';
@@ -45,7 +46,7 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
       server.closeIdleConnections();
     });
 
-  let handler;
+  let handler: ServeHandler;
   try {
     const { createServeHandler } = await import('./serve-handler.js');
     handler = await createServeHandler(config, { log: opts.log, policy: opts.policy });
@@ -58,14 +59,13 @@ export async function startServer(config: Config, opts: ServeOptions): Promise<R
   for (const [req, res] of early.splice(0)) handler.handle(req, res);
 
   const { host } = splitListen(address);
-  const h = handler;
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
     port,
-    index: h.index,
-    pullThrough: h.pullThrough,
+    index: handler.index,
+    pullThrough: handler.pullThrough,
     close: async () => {
-      await h.close();
+      await handler.close();
       await closeServer();
     },
   };
