@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // derrick's single entry point. Publisher and redirector register their own commands and never import each other.
+// Only the command definitions load here; each command imports what it runs once it is chosen,
+// so `--help` or `serve` never pays for the publisher's modules, nor `publish` for the server's.
 import { Command, CommanderError } from 'commander';
 import { LockBusyError } from './shared/publish/lock.js';
 import { registerPublisherCommands } from './publisher/cli.js';
 import { registerRedirectorCommands } from './redirector/cli.js';
-import { EXIT, UsageError } from './shared/cli-util.js';
+import { EXIT, FatalError, UsageError } from './shared/exit.js';
 
 let exitCode: number = EXIT.ok;
 const program = new Command('derrick')
@@ -23,6 +25,9 @@ try {
   } else if (err instanceof UsageError) {
     console.error(`error: ${err.message}`);
     process.exitCode = EXIT.usage;
+  } else if (err instanceof FatalError) {
+    console.error(`error: ${err.message}`);
+    process.exitCode = err.code;
   } else if (err instanceof LockBusyError) {
     console.error(`error: ${err.message}`);
     process.exitCode = EXIT.busy;

@@ -1,12 +1,6 @@
-// The publisher's commands: publish, status, gc, verify.
+// The publisher's commands: publish, status, gc, verify. Each action imports what it runs (see cli.ts).
 import type { Command } from 'commander';
-import { UsageError, loadConfigOrExit, parseWait } from '../shared/cli-util.js';
-import { createLogger } from '../shared/log.js';
-import { formatBytes } from '../shared/units.js';
-import { runGc } from './gc.js';
-import { exitCodeFor, runPublish } from './run-publish.js';
-import { runVerify } from './run-verify.js';
-import { cacheUsage, formatStatusTable, repoStatus } from './status.js';
+import { UsageError } from '../shared/exit.js';
 
 export function registerPublisherCommands(program: Command, setExit: (code: number) => void): void {
   program
@@ -20,6 +14,11 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
     .option('--log-format <format>', 'text or json', 'text')
     .action(async (repos: string[], o) => {
+      const [{ loadConfigOrExit, parseWait }, { createLogger }, { exitCodeFor, runPublish }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/log.js'),
+        import('./run-publish.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
       const unknown = repos.filter((r) => !config.repos.some((c) => c.name === r));
@@ -45,6 +44,11 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (o) => {
+      const [{ loadConfigOrExit }, { formatBytes }, { cacheUsage, formatStatusTable, repoStatus }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/units.js'),
+        import('./status.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       const rows = await repoStatus(config);
       const cache = config.upstreams.length ? await cacheUsage(config, rows) : undefined;
@@ -65,6 +69,11 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('--repair', 're-verify the store, fetch again what it lost, and republish each damaged repo')
     .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
     .action(async (repos: string[], o) => {
+      const [{ loadConfigOrExit, parseWait }, { createLogger }, { runVerify }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/log.js'),
+        import('./run-verify.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       const code = await runVerify({
         config,
@@ -86,6 +95,11 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('--dry-run', 'list what would be deleted')
     .option('--wait <duration>', 'wait this long for running publishes')
     .action(async (o) => {
+      const [{ loadConfigOrExit, parseWait }, { formatBytes }, { runGc }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/units.js'),
+        import('./gc.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       const r = await runGc(config, { dryRun: !!o.dryRun, waitMs: parseWait(o.wait) });
       const verb = o.dryRun ? 'would delete' : 'deleted';

@@ -1,31 +1,27 @@
-// The Hono app: /v2 through the framework-free handler, the embedded file server, /metrics,
-// /healthz and /readyz.
-import { Hono, type Context } from 'hono';
+// The Hono app for what is neither /v2 nor the embedded file server (serve answers both on its
+// node fast path): /metrics, /healthz, /readyz, and the spec's 404 for anything else. serve loads this
+// module on the first such request, so start-up doesn't pay for Hono.
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import type http from 'node:http';
 import { RegistryError } from '../shared/errors.js';
 import { errorReply } from './errors.js';
 import { healthzResponse, readyzResponse, type ReadinessCheck } from './health.js';
-import { toResponse, type Reply } from './reply.js';
-import { createV2Handler, type V2Options, type V2Request } from './v2.js';
+import type { RepoIndex } from './index.js';
+import type { Metrics } from './metrics.js';
+import type { PullThrough } from './pull-through/pull-through.js';
+import { toResponse } from './reply.js';
 
-export interface AppOptions extends V2Options {
-  /** The embedded file server, mounted at urls.filesPrefix when blobs are embedded. */
-  fileServer?: (c: Context) => Promise<Response>;
+export interface AppOptions {
+  index: RepoIndex;
+  metrics: Metrics;
+  pullThrough?: PullThrough;
   /** What /readyz checks; without it, ready whenever the process answers. */
   ready?: ReadinessCheck;
 }
 
-/** The request target as sent; behind @hono/node-server that is the raw node request's url. */
-function rawTarget(c: Context): string {
-  return (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? c.req.url.replace(/^https?:\/\/[^/]+/, '');
-}
-
-export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => Reply | Promise<Reply> } {
+export function createApp(o: AppOptions): Hono {
   const app = new Hono();
-  const v2 = createV2Handler(o);
-  const viaHono = async (c: Context) => toResponse(await v2({ method: c.req.method, target: rawTarget(c), header: (n) => c.req.header(n) }));
-  app.all('/v2/*', viaHono);
-  app.all('/v2', viaHono);
-  if (o.fileServer) app.on(['GET', 'HEAD'], `${o.urls.filesPrefix}/*`, o.fileServer);
   app.get('/metrics', async () => {
     o.metrics.repos.set(o.index.size());
     if (o.pullThrough) o.metrics.cache.fillMemory.set(o.pullThrough.fillMemory());
@@ -36,5 +32,11 @@ export function createApp(o: AppOptions): { app: Hono; v2: (req: V2Request) => R
   app.get('/healthz', () => healthzResponse());
   app.get('/readyz', () => readyzResponse(o.ready));
   app.notFound((c) => toResponse(errorReply(c.req.method, new RegistryError('NAME_UNKNOWN', 'not found', { path: c.req.path }, 404))));
-  return { app, v2 };
+  return app;
+}
+
+/** The app as a node:http request listener. */
+export function createFallbackListener(o: AppOptions): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  const listener = getRequestListener(createApp(o).fetch);
+  return (req, res) => void listener(req, res);
 }

@@ -1,7 +1,6 @@
-// The redirector's commands: serve and nginx-conf.
+// The redirector's commands: serve and nginx-conf. Each action imports what it runs (see cli.ts).
 import type { Command } from 'commander';
-import { loadConfigOrExit, UsageError } from '../shared/cli-util.js';
-import { createLogger } from '../shared/log.js';
+import { FatalError, UsageError } from '../shared/exit.js';
 
 export function registerRedirectorCommands(program: Command): void {
   program
@@ -13,17 +12,29 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--no-fetch', 'pull-through: serve the cache only (policy Never on every route)')
     .option('--force-fetch', 'pull-through: resolve every tag upstream (policy Always on every route)')
     .action(async (o) => {
+      // serve.js is light (it binds before loading the rest), so these load in parallel.
+      const [{ loadConfigOrExit }, { createLogger }, { startServer, ListenError }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/log.js'),
+        import('./serve.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       if (o.listen && !/^.*:\d{1,5}$/.test(o.listen)) throw new UsageError(`--listen: "${o.listen}" is not HOST:PORT`);
       const log = createLogger({ level: o.logLevel ?? process.env.DERRICK_LOG_LEVEL ?? 'warn', json: true });
-      // Loaded on use, so `derrick publish` from cron doesn't pay for the server's modules.
-      const { startServer } = await import('./serve.js');
       if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
       const policy = o.fetch === false ? 'Never' : o.forceFetch ? 'Always' : undefined;
       const { TlsPairError } = await import('./listener.js');
-      const server = await startServer(config, { listen: o.listen, log, policy }).catch((err: unknown) => {
+      let server;
+      try {
+        server = await startServer(config, { listen: o.listen, log, policy });
+      } catch (err) {
+        // One line that says what to change, not a stack trace.
+        if (err instanceof ListenError) {
+          const from = o.listen ? 'set by --listen' : `serve.listen in ${config.file}, or --listen`;
+          throw new FatalError(`cannot listen on ${err.address} (${from}): ${err.reason}`);
+        }
         throw err instanceof TlsPairError ? new UsageError(err.message) : err;
-      });
+      }
       console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
       // Certificate rotation: the new pair serves new connections; open ones are left alone.
       const onHup = () => void server.reloadTls();
@@ -48,9 +59,9 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
     .option('--tls', 'serve HTTPS with the certificate and key of serve.tls (listen default 443)')
     .action(async (o) => {
+      const [{ loadConfigOrExit }, { nginxConf }] = await Promise.all([import('../shared/cli-util.js'), import('./nginx-conf.js')]);
       const config = loadConfigOrExit(o.config);
       if (o.tls && !config.serve.tls) throw new UsageError(`--tls: ${config.file} has no serve.tls (cert and key)`);
-      const { nginxConf } = await import('./nginx-conf.js');
       process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy, tls: o.tls === true }));
     });
 }

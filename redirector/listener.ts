@@ -62,7 +62,7 @@ export async function createListener(
 ): Promise<Listener> {
   if (!tlsFiles) {
     return {
-      server: http.createServer(),
+      server: http.createServer({ requireHostHeader: false }),
       scheme: 'http',
       reloadTls: async () => {
         log.warn('serve.tls is not set; nothing to reload');
@@ -73,6 +73,7 @@ export async function createListener(
   // No h2: node's http2 compat layer is a different server, and the clients pull fine with 1.1.
   const server = https.createServer({
     ...(await readTlsPair(tlsFiles)),
+    requireHostHeader: false,
     ALPNProtocols: ['http/1.1'],
     handshakeTimeout: opts.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
   });

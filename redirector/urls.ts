@@ -1,6 +1,9 @@
 // Where a published file lives on the blob server, and how it is signed.
 import { signedQuery } from '../shared/signing.js';
 
+/** Where serve mounts the embedded file server. */
+export const FILES_PREFIX = '/published';
+
 export interface UrlOptions {
   /** 'embedded', or the base URL where <root>/published is served. */
   blobs: string;

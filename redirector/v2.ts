@@ -189,10 +189,11 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
   /** `user`: who the credentials checked by `requirement` belong to, if any. */
   const route = (req: V2Request, p: Parsed, path: string, query: URLSearchParams, user: string | undefined, ld: Loaded): Reply | Promise<Reply> => {
     const method = req.method;
-    if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path);
+    // The upload endpoints answer no method at all here: their 405 says so with an empty Allow.
+    if (method !== 'GET' && method !== 'HEAD') throw errors.unsupported(method, path, p.route === 'upload' ? '' : undefined);
     switch (p.route) {
       case 'upload':
-        throw errors.unsupported(method, path);
+        throw errors.unsupported(method, path, '');
       case 'unknown':
         throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { path }, 404);
       case 'base':

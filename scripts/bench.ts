@@ -5,6 +5,7 @@ import { benchPublishMany, formatPublishMany } from './bench/publish-many.js';
 import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
 import { benchCatalog, formatCatalog } from './bench/catalog.js';
+import { benchStartup, formatStartup } from './bench/startup.js';
 
 const only = process.argv[2];
 const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 2);
@@ -34,4 +35,7 @@ if (!only || only === 'catalog') {
 }
 if (!only || only === 'pull-through') {
   console.log(formatPullThrough(await benchPullThrough()));
+}
+if (!only || only === 'startup') {
+  console.log(formatStartup(await benchStartup()));
 }

@@ -5,18 +5,13 @@ import path from 'node:path';
 import { parseConfig } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { runPublish } from '../publisher/run-publish.js';
-import { startServer } from '../redirector/serve.js';
+import { ListenError, startServer } from '../redirector/serve.js';
 import { generateImage } from './gen-image.js';
 
 const dir = path.resolve(process.env.DERRICK_DEMO_DIR ?? '.demo');
 const listen = process.env.DERRICK_DEMO_LISTEN ?? '127.0.0.1:5000';
 
 await fs.mkdir(dir, { recursive: true });
-const images = path.join(dir, 'images', 'hello');
-const single = await generateImage({ layoutDir: images, tag: 'latest', layers: [4 << 20, 64 << 10] });
-const multi = await generateImage({ layoutDir: images, tag: 'multi', platforms: ['linux/amd64', 'linux/arm64'], layers: [1 << 20] });
-const legacy = await generateImage({ layoutDir: images, tag: 'docker', format: 'docker', layers: [512 << 10] });
-
 const yaml = `# written by npm start
 root: ./var
 keep: 2
@@ -32,10 +27,29 @@ const configFile = path.join(dir, 'derrick.yaml');
 await fs.writeFile(configFile, yaml);
 const config = parseConfig(yaml, configFile);
 const log = createLogger();
-const outcomes = await runPublish({ config, policy: 'default', log, print: (l) => console.log(l) });
-if (outcomes.some((o) => o.outcome === 'failed')) process.exit(1);
 
-const server = await startServer(config, { log });
+// Listen first: a taken port is reported at once, before any image is made.
+let server;
+try {
+  server = await startServer(config, { log });
+} catch (err) {
+  if (!(err instanceof ListenError)) throw err;
+  console.error(`error: cannot listen on ${err.address} (serve.listen, set from DERRICK_DEMO_LISTEN): ${err.reason}`);
+  process.exit(1);
+}
+
+const images = path.join(dir, 'images', 'hello');
+const single = await generateImage({ layoutDir: images, tag: 'latest', layers: [4 << 20, 64 << 10] });
+const multi = await generateImage({ layoutDir: images, tag: 'multi', platforms: ['linux/amd64', 'linux/arm64'], layers: [1 << 20] });
+const legacy = await generateImage({ layoutDir: images, tag: 'docker', format: 'docker', layers: [512 << 10] });
+const outcomes = await runPublish({ config, policy: 'default', log, print: (l) => console.log(l) });
+if (outcomes.some((o) => o.outcome === 'failed')) {
+  await server.close();
+  process.exit(1);
+}
+// The watcher would see the publish too; reading it now means the lines below work at once.
+await server.index.reload();
+
 const host = server.url.replace(/^http:\/\//, '');
 console.log(`
 derrick serve is listening on ${server.url} with the embedded blob server.
@@ -52,8 +66,9 @@ Try:
 Re-publish after changing the images: node dist/cli.js publish -c ${configFile}
 Ctrl-C stops.`);
 
+const running = server;
 const stop = async () => {
-  await server.close();
+  await running.close();
   process.exit(0);
 };
 process.once('SIGINT', stop);

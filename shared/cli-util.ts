@@ -1,10 +1,9 @@
 // What every derrick command shares: exit codes and config loading that turns errors into exit 2.
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { UsageError } from './exit.js';
 import { parseDuration } from './units.js';
 
-export const EXIT = { ok: 0, failed: 1, usage: 2, busy: 75 } as const;
-
-export class UsageError extends Error {}
+export { EXIT, FatalError, UsageError } from './exit.js';
 
 export function loadConfigOrExit(file: string | undefined): Config {
   try {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
+import { parseAddressRange } from './address-range.js';
 import { isValidName } from './oci.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -91,6 +92,19 @@ const repo = z
 
 const listen = z.string().regex(/^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be HOST:PORT');
 
+const publicUrl = z
+  .url({ protocol: /^https?$/ })
+  .refine((v) => {
+    const u = new URL(v);
+    return !u.username && !u.password && !u.search && !u.hash && !v.includes('#') && !v.includes('?');
+  }, 'must be http(s)://HOST[:PORT][/PATH], without credentials, query or fragment')
+  .transform((v) => v.replace(/\/+$/, ''));
+
+const addressRange = z.string().superRefine((v, ctx) => {
+  const r = parseAddressRange(v);
+  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
+});
+
 const serve = z
   .object({
     listen: listen.default('127.0.0.1:5000'),
@@ -115,6 +129,10 @@ const serve = z
     'manifest-cache': size.default(8 * 1024 * 1024),
     /** An app-dir entry larger than this is refused without being read (and logged). */
     'max-redirect-file': size.default(8 * 1024 * 1024),
+    /** The origin clients reach derrick at; makes embedded-mode redirects absolute without trusting Host. */
+    'public-url': publicUrl.optional(),
+    /** Peers whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or CIDR ranges). */
+    'trusted-proxies': z.array(addressRange).default([]),
   })
   .strict();
 

@@ -49,8 +49,15 @@ export const errors = {
   blobUnknown: (name: string, digest: string) => new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { name, digest }),
   digestInvalid: (digest: string, why = 'provided digest did not match uploaded content') =>
     new RegistryError('DIGEST_INVALID', why, { digest }),
-  unsupported: (method: string, path: string) =>
-    new RegistryError('UNSUPPORTED', 'the operation is unsupported: this registry is read-only', { method, path }),
+  /** A 405; `allow` lists what the resource does answer (empty for the upload endpoints). */
+  unsupported: (method: string, path: string, allow = 'GET, HEAD') =>
+    new RegistryError('UNSUPPORTED', 'the operation is unsupported: this registry is read-only', { method, path }, undefined, { Allow: allow }),
+  /**
+   * A malformed request (two Host headers, an invalid Host, a target that is neither a path nor
+   * an absolute URL). The spec has no code of its own for it; UNSUPPORTED covers "an invalid set
+   * of parameters", and the status says 400.
+   */
+  badRequest: (why: string, detail?: unknown) => new RegistryError('UNSUPPORTED', why, detail, 400, { Connection: 'close' }),
   unauthorized: (realm: string, detail?: unknown) =>
     new RegistryError('UNAUTHORIZED', 'authentication required', detail, 401, {
       'WWW-Authenticate': `Basic realm="${realm}", charset="UTF-8"`,
