@@ -6,7 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { generateImage, REF_NAME_ANNOTATION, type GeneratedImage } from '../gen-image.js';
 import { runChild, sleep } from './children.js';
 
-export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The built CLI: next to this file's dist copy, or under dist/ when run from source (vitest). */
+export const CLI = HERE.split(path.sep).includes('dist') ? path.resolve(HERE, '../../cli.js') : path.resolve(HERE, '../../dist/cli.js');
 
 export interface ImageSet {
   layoutDir: string;
