@@ -62,11 +62,19 @@ function note(stats: PublisherStats, what: string, r: { code: number | null; out
   if (stats.errors.length < 10) stats.errors.push(`${what} exited ${r.code}: ${r.output.slice(-600)}`);
 }
 
-/** Moves tags and runs `derrick publish` until `until()`; each run must exit 0. */
-export async function publishLoop(configFile: string, set: ImageSet, until: () => boolean, stats: PublisherStats): Promise<void> {
+/** A copy of a set's layout at `layoutDir` (same images), with its own tags. */
+export async function copyImageSet(set: ImageSet, layoutDir: string): Promise<ImageSet> {
+  await fs.cp(set.layoutDir, layoutDir, { recursive: true });
+  const copy = { ...set, layoutDir };
+  await moveTags(copy);
+  return copy;
+}
+
+/** Moves tags and runs `derrick publish <repo>` until `until()`; each run must exit 0. */
+export async function publishLoop(configFile: string, repo: string, set: ImageSet, until: () => boolean, stats: PublisherStats): Promise<void> {
   while (!until()) {
     await moveTags(set);
-    const r = await runChild(process.execPath, [CLI, 'publish', '-c', configFile, '--wait', '60s'], 120_000);
+    const r = await runChild(process.execPath, [CLI, 'publish', '-c', configFile, '--wait', '60s', repo], 120_000);
     if (r.code === 0) stats.publishes++;
     else note(stats, 'derrick publish', r);
   }

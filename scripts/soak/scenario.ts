@@ -8,7 +8,7 @@ import { layout } from '../../shared/layout.js';
 import { NGINX_BIN, nginxMainConf } from '../nginx-main-conf.js';
 import { freePort, runChild, sleep, startChild, waitForHttp, type Child } from './children.js';
 import { pullLoop, pullOnce, type PullStats, type PullTarget } from './puller.js';
-import { CLI, gcLoop, makeImageSet, publishLoop, type PublisherStats } from './publisher.js';
+import { CLI, copyImageSet, gcLoop, makeImageSet, publishLoop, type PublisherStats } from './publisher.js';
 import { pushImage, startUpstream, type Upstream } from './upstream.js';
 
 export type SoakMode = 'embedded' | 'nginx' | 'pull-through';
@@ -18,13 +18,15 @@ export interface ScenarioResult extends PullStats, PublisherStats {
   upstreamRestarts: number;
 }
 
-const REPO = 'soak/app';
+/** Repos published side by side (each under its own lock), so tags move often enough. */
+const REPOS = ['soak/app', 'soak/app-2', 'soak/app-3'];
 const TAGS = ['a', 'b', 'c'];
 const CACHE_REPO = 'up/soak/base';
 const CACHE_TAGS = ['x', 'y'];
 
 function configYaml(blobs: string, upstreamUrl?: string): string {
-  const lines = ['root: ./var', 'keep: 2', 'grace: 10s', 'repos:', `  - name: ${REPO}`, '    from: oci:./images'];
+  const lines = ['root: ./var', 'keep: 2', 'grace: 10s', 'repos:'];
+  for (const [i, repo] of REPOS.entries()) lines.push(`  - name: ${repo}`, `    from: oci:./images-${i}`);
   if (upstreamUrl) {
     lines.push('upstreams:', '  - prefix: up', `    url: ${JSON.stringify(upstreamUrl)}`, '    tls-verify: false', '    tag-ttl: 1s', '    policy: IfNotPresent');
   }
@@ -66,8 +68,10 @@ export async function runScenario(mode: SoakMode, dir: string, durationMs: numbe
   let upstream: Upstream | undefined;
   try {
     await fs.mkdir(dir, { recursive: true });
-    const set = await makeImageSet(path.join(dir, 'images'), 4, TAGS);
-    const targets: PullTarget[] = TAGS.map((tag) => ({ repo: REPO, tag, allowed: set.digests }));
+    const set = await makeImageSet(path.join(dir, 'images-0'), 4, TAGS);
+    const sets = [set];
+    for (let i = 1; i < REPOS.length; i++) sets.push(await copyImageSet(set, path.join(dir, `images-${i}`)));
+    const targets: PullTarget[] = REPOS.flatMap((repo) => TAGS.map((tag) => ({ repo, tag, allowed: set.digests })));
 
     let blobs = 'embedded';
     const nginxPort = mode === 'nginx' ? await freePort() : 0;
@@ -111,7 +115,7 @@ export async function runScenario(mode: SoakMode, dir: string, durationMs: numbe
     const until = () => Date.now() >= end;
     await Promise.all([
       ...Array.from({ length: loops }, () => pullLoop(() => base, () => targets, until, stats)),
-      publishLoop(configFile, set, until, pubStats),
+      ...REPOS.map((repo, i) => publishLoop(configFile, repo, sets[i]!, until, pubStats)),
       gcLoop(configFile, gcEveryMs, until, pubStats),
       ...(upstream ? [flapUpstream(upstream, until, pubStats)] : []),
     ]);
