@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { TMP_PREFIX } from '../layout.js';
-import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
+import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, withPath } from './fsutil.js';
 
 export class LockBusyError extends Error {
   constructor(
@@ -29,9 +29,19 @@ async function ownerPid(file: string): Promise<number | undefined> {
   }
 }
 
+/** Writes a lock file; on failure (a full disk) removes what was written and names the file. */
+async function writeLockFile(file: string, text: string): Promise<void> {
+  try {
+    await fs.writeFile(file, text);
+  } catch (err) {
+    await fs.rm(file, { force: true });
+    throw withPath(err, file);
+  }
+}
+
 async function tryCreate(file: string): Promise<boolean> {
   const tmp = tmpName(path.dirname(file), 'lock');
-  await fs.writeFile(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
+  await writeLockFile(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
   try {
     await fs.link(tmp, file);
     return true;
@@ -118,7 +128,7 @@ export async function acquireStoreShared(storeLock: string, waitMs = 0): Promise
   const mine = `${storeLock}.shared.${process.pid}`;
   const deadline = Date.now() + waitMs;
   for (;;) {
-    await fs.writeFile(mine, `${process.pid}\n`);
+    await writeLockFile(mine, `${process.pid}\n`);
     const holder = await ownerPid(storeLock);
     if (holder === undefined || !isPidAlive(holder)) {
       await sweepDead(storeLock);
