@@ -81,6 +81,35 @@ describe.skipIf(!canMount)('disk full during derrick publish', () => {
     await assertNoDebris(root);
     await pollUntil(() => pull(big).then(() => true), 30_000, 'the server to serve the new publish');
   });
+
+  it('a tag move with no new bytes on a disk with no byte left: the same, and no stray repo state or master', { timeout: 180_000 }, async () => {
+    // Runs after the test above (space freed, v1 = big). v2 names an image already in the store,
+    // so only the small files fail: repo state, tags/list, redirect.json.
+    const big = await generateImage({ layoutDir: images, tag: 'v1', seed: 'big', layers: [3 * MiB, 3 * MiB] });
+    await generateImage({ layoutDir: images, tag: 'v2', seed: 'big', layers: [3 * MiB, 3 * MiB] });
+    const before = await checkTree(root, REPO);
+    const mastersBefore = await masters(root, REPO);
+    const filler = path.join(small.dir, 'filler');
+    await fs.writeFile(filler, Buffer.alloc(small.free(), 1)).catch(() => undefined);
+    await fs.appendFile(filler, Buffer.alloc(64 * 1024, 1)).catch(() => undefined);
+    const failed = await derrick(['publish', '-c', cfg]);
+    expect(failed.code, failed.stderr).toBe(1);
+    expect(failed.stderr).toMatch(/ENOSPC/);
+    expect(failed.stderr, 'the message names a path on the full filesystem').toContain(small.dir);
+    const after = await checkTree(root, REPO, { previous: before });
+    expect([after.web, after.app]).toEqual([before.web, before.app]);
+    expect(await masters(root, REPO)).toEqual(mastersBefore);
+    await assertNoDebris(root);
+    expect(await fs.readdir(layout(root).repoStateDir), 'only the repo state file, no writer temp').toEqual([`${REPO.replace('/', '~')}.json`]);
+    await pull(big);
+
+    await fs.rm(filler);
+    const again = await derrick(['publish', '-c', cfg]);
+    expect(again.code, again.stderr).toBe(0);
+    const final = await checkTree(root, REPO, { previous: after });
+    expect(final.file.derrick!.tags).toEqual({ v1: big.digest, v2: big.digest });
+    await assertNoDebris(root);
+  });
 });
 
 describe.skipIf(!canMount)('disk full under the store', () => {
