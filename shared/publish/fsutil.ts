@@ -44,15 +44,34 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Creates `file` (it must not exist), writes `data` and fsyncs it before returning. */
+/**
+ * Node's write and fsync errors carry no path ("ENOSPC: no space left on device, write"); adds
+ * the file's, as open's errors have it, so a full disk names where it is full.
+ */
+export function withPath(err: unknown, file: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e instanceof Error && typeof e.code === 'string' && !e.path) {
+    e.path = file;
+    e.message = `${e.message} '${file}'`;
+  }
+  return err;
+}
+
+/**
+ * Creates `file` (it must not exist), writes `data` and fsyncs it before returning. On failure
+ * (a full disk) the partly written file is removed: it was ours, and nobody else cleans it up.
+ */
 export async function writeNewFileSynced(file: string, data: string | Uint8Array, mode = 0o444): Promise<void> {
   const fh = await fs.open(file, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await fs.rm(file, { force: true });
+    throw withPath(err, file);
   }
+  await fh.close();
 }
 
 /**

@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import path from 'node:path';
 import { TMP_PREFIX } from '../layout.js';
-import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid } from './fsutil.js';
+import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, withPath } from './fsutil.js';
 
 export class LockBusyError extends Error {
   constructor(
@@ -51,16 +51,36 @@ function unlinkIfThere(file: string): void {
   }
 }
 
+/** Writes a lock file; on failure (a full disk) removes what was written and names the file. */
+async function writeLockFile(file: string, text: string): Promise<void> {
+  try {
+    await fs.writeFile(file, text);
+  } catch (err) {
+    await fs.rm(file, { force: true });
+    throw withPath(err, file);
+  }
+}
+
+/** The same, synchronous (see the file comment). `withPath` keeps the error's code. */
+function writeLockFileSync(file: string, text: string): void {
+  try {
+    fsSync.writeFileSync(file, text);
+  } catch (err) {
+    fsSync.rmSync(file, { force: true });
+    throw withPath(err, file);
+  }
+}
+
 /** Creates `file` holding our pid, whole or not at all (link of a written temp); false if it exists. */
 async function tryCreate(file: string): Promise<boolean> {
   const tmp = tmpName(path.dirname(file), 'lock');
   try {
-    fsSync.writeFileSync(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
+    writeLockFileSync(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     // The locks dir is made on first use, not checked on every lock.
     await fs.mkdir(path.dirname(file), { recursive: true });
-    fsSync.writeFileSync(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
+    writeLockFileSync(tmp, `${process.pid}\n${new Date().toISOString()}\n`);
   }
   try {
     fsSync.linkSync(tmp, file);
@@ -147,7 +167,7 @@ export async function acquireStoreShared(storeLock: string, waitMs = 0): Promise
   const mine = `${storeLock}.shared.${process.pid}`;
   const deadline = Date.now() + waitMs;
   for (;;) {
-    await fs.writeFile(mine, `${process.pid}\n`);
+    await writeLockFile(mine, `${process.pid}\n`);
     const holder = await ownerPid(storeLock);
     if (holder === undefined || !isPidAlive(holder)) {
       await sweepDead(storeLock);

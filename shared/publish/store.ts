@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import type { Layout } from '../layout.js';
 import { TMP_PREFIX } from '../layout.js';
 import { isSha256Digest, sha256Digest } from '../oci.js';
-import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, writeNewFileSynced } from './fsutil.js';
+import { fsyncDir, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, withPath, writeNewFileSynced } from './fsutil.js';
 
 export class DigestMismatchError extends Error {
   constructor(
@@ -105,7 +105,7 @@ export async function openStore(l: Layout): Promise<Store> {
       body.destroy();
       await fh.close().catch(() => {});
       await fs.rm(tmp, { force: true });
-      throw err;
+      throw withPath(err, tmp);
     }
     await fh.close();
     await place(tmp, digest);
