@@ -98,7 +98,7 @@ describe('docs: what is documented', () => {
   });
 });
 
-const hasTools = ['openssl', 'curl', 'skopeo', 'bash'].every((t) => requireTool(t, 'the guide\'s commands are not run'));
+const hasTools = ['openssl', 'curl', 'skopeo', 'nginx', 'bash'].every((t) => requireTool(t, 'the guide\'s commands are not run'));
 
 describe.skipIf(!hasTools)('docs: every sh block runs', () => {
   let tmp: TmpDir;
