@@ -1,6 +1,8 @@
 // Hostile app-dir entries (issue 9): FIFOs, a huge or bad file, a symlink out of root, and a
 // file claiming another repo's name. Each is refused without stalling anyone, and an unrelated
 // pull through the embedded blob server stays fast during the attack.
+// A refused app entry leaves its name unknown: anonymous callers get the same 401 as for a
+// protected repo (access.ts), so refused and protected names look alike from outside.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -103,7 +105,7 @@ describe('hostile app-dir entries', () => {
     console.log(`[fifo] pull p99 quiet ${p99(quiet).toFixed(1)} ms, during the attack ${p99(during).toFixed(1)} ms (bound ${bound.toFixed(0)} ms)`);
     expect(p99(during)).toBeLessThanOrEqual(bound);
     const fifo = await timed(server.url, '/v2/fifo0/manifests/latest');
-    expect(fifo.status).toBe(404);
+    expect(fifo.status).toBe(401);
     expect(mem.lines.some((l) => l.includes('fifo0.json') && l.includes('not a regular file'))).toBe(true);
     expect(mem.lines.some((l) => l.includes('fifolink0.json') && l.includes('does not resolve to a regular file'))).toBe(true);
     for (let i = 0; i < 6; i++) await fs.rm(path.join(appDir, `fifo${i}.json`));
@@ -118,8 +120,8 @@ describe('hostile app-dir entries', () => {
     const bad = { type: 'pulp-docker-redirect', version: 4, repository: 'bad', 'repo-registry-id': 'bad', url: 'x/', schema2_data: [], manifest_list_data: [], manifest_list_amd64_tags: {}, derrick: { version: 1, master: 'm', published: 'p', tags, manifests: {}, blobs: {} } };
     await fs.writeFile(path.join(appDir, 'bad.json'), JSON.stringify(bad));
     await server.index.reload();
-    expect((await timed(server.url, '/v2/huge/tags/list')).status).toBe(404);
-    expect((await timed(server.url, '/v2/bad/tags/list', 10_000)).status).toBe(404);
+    expect((await timed(server.url, '/v2/huge/tags/list')).status).toBe(401);
+    expect((await timed(server.url, '/v2/bad/tags/list', 10_000)).status).toBe(401);
     expect(mem.lines.some((l) => l.includes('huge.json') && l.includes('over serve.max-redirect-file'))).toBe(true);
     const reads = server.index.filesRead();
     const quiet: number[] = [];
@@ -130,8 +132,8 @@ describe('hostile app-dir entries', () => {
     })();
     for (let i = 0; i < 20; i++) {
       during.push(await pull());
-      expect((await timed(server.url, '/v2/bad/manifests/latest')).status).toBe(404);
-      expect((await timed(server.url, '/v2/huge/manifests/latest')).status).toBe(404);
+      expect((await timed(server.url, '/v2/bad/manifests/latest')).status).toBe(401);
+      expect((await timed(server.url, '/v2/huge/manifests/latest')).status).toBe(401);
     }
     await rescans;
     expect(server.index.filesRead(), 'reads of redirect files during 10 rescans and 40 requests').toBe(reads);
@@ -157,7 +159,7 @@ describe('hostile app-dir entries', () => {
     await fs.symlink(file, path.join(appDir, 'escape.json'));
     await server.index.reload();
     const r = await timed(server.url, '/v2/escape/manifests/latest');
-    expect(r.status).toBe(404);
+    expect(r.status).toBe(401);
     expect(r.json().errors[0].code).toBe('NAME_UNKNOWN');
     expect(mem.lines.some((l) => l.includes('escape.json') && l.includes('outside'))).toBe(true);
   });
@@ -175,7 +177,7 @@ describe('hostile app-dir entries', () => {
     await fs.symlink('../master/impostor/copy/redirect.json', path.join(appDir, 'impostor.json'));
     await server.index.reload();
     await server.index.reload(path.join(appDir, 'impostor.json'));
-    expect((await timed(server.url, '/v2/impostor/tags/list')).status).toBe(404);
+    expect((await timed(server.url, '/v2/impostor/tags/list')).status).toBe(401);
     const m = await timed(server.url, '/v2/victim/manifests/latest');
     expect(m.status).toBe(200);
     expect(m.headers['docker-content-digest']).toBe(tree.images.get('victim:latest')!.digest);
