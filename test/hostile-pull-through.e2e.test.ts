@@ -505,10 +505,11 @@ describe.skipIf(!hasTools)('pull-through cache under hostile input (real docker-
         expect(r.json()).toEqual({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
         expect(upstreamCount() - before).toBe(0);
       }
-      // A name outside every route is still unknown.
+      // A name outside every route is still unknown, which an anonymous caller sees as the same
+      // 401 a protected repo gives (access.ts): names can't be discovered.
       const none = await rawRequest(serve.url, `/v2/nowhere/app/referrers/${img.ref!.digest}`);
-      expect(none.status).toBe(404);
-      expect(errorCode(none)).toBe('NAME_UNKNOWN');
+      expect(none.status).toBe(401);
+      expect(errorCode(none)).toBe('UNAUTHORIZED');
     });
 
     it('lists a cached manifest whose subject is the digest, with artifactType and annotations; filters by artifactType', async () => {

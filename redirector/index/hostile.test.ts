@@ -160,7 +160,7 @@ describe('hostile app-dir entries', () => {
     await server.index.reload();
     const r = await timed(server.url, '/v2/escape/manifests/latest');
     expect(r.status).toBe(401);
-    expect(r.json().errors[0].code).toBe('NAME_UNKNOWN');
+    expect(r.json().errors[0].code).toBe('UNAUTHORIZED');
     expect(mem.lines.some((l) => l.includes('escape.json') && l.includes('outside'))).toBe(true);
   });
 
