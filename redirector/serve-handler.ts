@@ -146,8 +146,12 @@ export async function createServeHandler(config: Config, opts: HandlerOptions): 
     // /v2 is the hot path: answered without a framework.
     if (isV2(target)) {
       const r = v2({ method, target, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress });
-      if (r instanceof Promise) void r.then((x) => send(req, res, t.host, x));
-      else send(req, res, t.host, r);
+      if (r instanceof Promise) {
+        r.then((x) => send(req, res, t.host, x)).catch((err: Error) => {
+          log.error({ err: err.message, target }, 'cannot send the reply');
+          res.destroy();
+        });
+      } else send(req, res, t.host, r);
       return;
     }
     // The embedded blob server is the other hot path (every redirected blob lands here). It

@@ -132,6 +132,9 @@ export function createV2Handler(o: V2Options): (req: V2Request) => Reply | Promi
   const repoOf = (ld: Loaded, name: string): IndexedRepo | undefined => {
     if (ld.repos.has(name)) return ld.repos.get(name) ?? undefined;
     const repo = index.peek(name);
+    // Pinned for the later passes of this request: the access decision and the answer must come
+    // from the same version, even if a reload or an eviction happens in between.
+    if (repo) ld.repos.set(name, repo);
     if (repo || !index.has(name)) return repo;
     throw new Pending(index.load(name).then((r) => void ld.repos.set(name, r ?? null)));
   };

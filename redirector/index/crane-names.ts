@@ -28,6 +28,7 @@ export function createCraneNames(dir: string | undefined, maxSize: number, log: 
         onChange();
       })().catch((err) => {
         pending = false;
+        for (const n of [...waiters.keys()]) wake(n); // nobody waits for a scan that has ended
         log.error({ dir, err: String(err) }, 'serve.crane-data: scan failed');
       })
     : Promise.resolve();

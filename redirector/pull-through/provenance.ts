@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
-import { RegistryError } from '../../shared/errors.js';
+import { errors, RegistryError } from '../../shared/errors.js';
 import type { Layout } from '../../shared/layout.js';
 import type { Logger } from '../../shared/log.js';
 import { isForeign, type CacheRepo } from './cache-repo.js';
@@ -59,7 +59,9 @@ export function createProofs(o: ProofsOptions): Proofs {
   const check: Proofs['check'] = async (repo, m, digest, opts) => {
     if (repo.proven.has(digest)) return;
     if (m.route.policy === 'Never') {
-      throw new RegistryError('BLOB_UNKNOWN', "blob not fetched from this repository's upstream, and policy Never may not ask it", { name: repo.name, digest });
+      // The same answer as for a blob the store lacks: it must not tell whether another
+      // (perhaps protected) repo holds the digest.
+      throw errors.blobUnknown(repo.name, digest);
     }
     await o.once(`proof ${repo.name}@${digest}`, async () => {
       const head = await m.route.client.headBlob(m.upstreamRepo, digest, opts);

@@ -43,7 +43,7 @@ export interface PullThrough {
 export async function createPullThrough(o: PullThroughOptions): Promise<PullThrough> {
   const l = o.layout;
   const store = await openStore(l);
-  const routes = createRoutes(o.config.upstreams, o.override);
+  const routes = createRoutes(o.config.upstreams, o.override, new Set(o.config.repos.map((r) => r.name)));
   const match = routes.match;
   const repos = new Map<string, CacheRepo>();
   const once = createSingleFlight(() => o.metrics.cache.joins.inc());

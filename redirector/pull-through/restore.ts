@@ -44,7 +44,8 @@ export async function restoreCacheRepos(o: RestoreOptions): Promise<string[]> {
     const m = o.match(repoNameFromKey(f.slice(0, -5)));
     if (!m) continue;
     const state = await read(f);
-    if (state) cached.set(f, { state, m, recorded: await o.proofs.load(state.name, m) });
+    // Only what the cache itself committed: a publisher's state is never taken over.
+    if (state && state.source.startsWith('pull-through:')) cached.set(f, { state, m, recorded: await o.proofs.load(state.name, m) });
   }
   // Only state from before proofs needs the other repos' states: read them once, at the upgrade.
   const namedBy = new Map<string, number>();

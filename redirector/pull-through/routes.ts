@@ -25,7 +25,12 @@ export interface Routes {
   all: Route[];
 }
 
-export function createRoutes(upstreams: UpstreamConfig[], override?: Policy): Routes {
+/**
+ * `published`: the names of `repos:` in the config. Such a name is never a cache repo, even under
+ * a route's prefix: its publisher owns its state and its protection, and the cache must neither
+ * serve it from the upstream nor republish (or unpublish) it as its own.
+ */
+export function createRoutes(upstreams: UpstreamConfig[], override?: Policy, published: ReadonlySet<string> = new Set()): Routes {
   const routes = upstreams.map((cfg) => {
     const url = new URL(cfg.url);
     const route: Route = {
@@ -50,6 +55,7 @@ export function createRoutes(upstreams: UpstreamConfig[], override?: Policy): Ro
   return {
     all: routes.map((r) => r.route),
     match: (name) => {
+      if (published.has(name)) return undefined;
       for (const r of routes) {
         if (!name.startsWith(r.prefix)) continue;
         const upstreamRepo = name.slice(r.prefix.length);
