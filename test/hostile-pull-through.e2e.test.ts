@@ -25,6 +25,7 @@ import { rawRequest, type RawResponse } from './helpers/http.js';
 import {
   errorCode,
   exists,
+  filesUnder,
   getManifest,
   pollUntil,
   pullTo,
@@ -67,26 +68,6 @@ async function uploadBlob(regUrl: string, repo: string, bytes: Buffer): Promise<
 async function deleteBlob(regUrl: string, repo: string, digest: string): Promise<void> {
   const res = await fetch(`${regUrl}/v2/${repo}/blobs/${digest}`, { method: 'DELETE' });
   if (res.status !== 202) throw new Error(`delete ${digest} from ${repo}: HTTP ${res.status} ${await res.text()}`);
-}
-
-/** Every regular file under `dir` (recursively; a missing dir has none). */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    let entries: import('node:fs').Dirent[];
-    try {
-      entries = await fs.readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) out.push(p);
-    }
-  };
-  await walk(dir);
-  return out;
 }
 
 describe.skipIf(!hasTools)('pull-through cache under hostile input (real docker-registry upstream)', () => {

@@ -300,9 +300,9 @@ export async function readAppFile(root: string, repo: string): Promise<any | und
   }
 }
 
-/** Every path under `dir` (recursively) whose base name starts with ".tmp-". */
-export async function findTmpFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
+/** Every entry under `dir`, recursively, with its path (a missing or unreadable dir has none). */
+async function walkTree(dir: string): Promise<Array<{ path: string; entry: import('node:fs').Dirent }>> {
+  const out: Array<{ path: string; entry: import('node:fs').Dirent }> = [];
   const walk = async (d: string) => {
     let entries: import('node:fs').Dirent[];
     try {
@@ -312,12 +312,22 @@ export async function findTmpFiles(dir: string): Promise<string[]> {
     }
     for (const e of entries) {
       const p = path.join(d, e.name);
-      if (e.name.startsWith('.tmp-')) out.push(p);
+      out.push({ path: p, entry: e });
       if (e.isDirectory()) await walk(p);
     }
   };
   await walk(dir);
   return out;
+}
+
+/** Every path under `dir` (recursively) whose base name starts with ".tmp-". */
+export async function findTmpFiles(dir: string): Promise<string[]> {
+  return (await walkTree(dir)).filter((x) => x.entry.name.startsWith('.tmp-')).map((x) => x.path);
+}
+
+/** Every regular file under `dir` (recursively; a missing dir has none). */
+export async function filesUnder(dir: string): Promise<string[]> {
+  return (await walkTree(dir)).filter((x) => x.entry.isFile()).map((x) => x.path);
 }
 
 // ---------------------------------------------------------------------------------------------
