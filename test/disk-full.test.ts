@@ -193,10 +193,10 @@ describe.skipIf(!canMount || !requireTool('docker-registry', 'the pull-through d
     await fs.writeFile(filler, Buffer.alloc(Math.max(0, small.free()), 1)).catch(() => undefined);
     await fs.appendFile(filler, Buffer.alloc(64 * 1024, 1)).catch(() => undefined);
     const cold = await getManifest(serve!.url, CACHE_REPO, 'v2');
-    // A spec error naming the cause and where. (derrick answers 502 and words it as an upstream
-    // failure today; 503 would fit a local disk better: left to the pull-through owner.)
-    expect([502, 503]).toContain(cold.status);
+    // A spec error naming the cause and where: derrick's own disk, not the upstream (503).
+    expect(cold.status).toBe(503);
     expect(errorCode(cold)).toBe('UNAVAILABLE');
+    expect(errorMessage(cold)).toMatch(/^derrick's store failed/);
     expect(errorMessage(cold)).toMatch(/ENOSPC/);
     expect(errorMessage(cold)).toContain(l.storeBlobsDir);
     expect(await readAppFile(root, CACHE_REPO)).toBeUndefined();

@@ -8,10 +8,21 @@ export function isUpstreamDown(err: unknown): boolean {
   return (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError';
 }
 
+/** derrick's own disk failing (a full or read-only store): not the upstream's fault. */
+const LOCAL_FS_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'EACCES', 'EPERM']);
+
+function isLocalFsError(err: unknown): err is NodeJS.ErrnoException {
+  const e = err as NodeJS.ErrnoException;
+  return e instanceof Error && typeof e.code === 'string' && typeof e.syscall === 'string' && LOCAL_FS_CODES.has(e.code);
+}
+
 export function upstreamToRegistryError(err: unknown, upstream: string, what: 'manifest' | 'blob' | 'tags', name: string, ref: string): RegistryError {
   if (err instanceof RegistryError) return err;
   if ((err as Error)?.name === 'TimeoutError') {
     return new RegistryError('UNAVAILABLE', `upstream ${upstream} timed out`, { name, reference: ref }, 504);
+  }
+  if (isLocalFsError(err)) {
+    return new RegistryError('UNAVAILABLE', `derrick's store failed: ${err.message}`, { name, reference: ref }, 503);
   }
   if (!(err instanceof UpstreamError)) {
     return new RegistryError('UNAVAILABLE', `upstream ${upstream} failed: ${(err as Error)?.message ?? String(err)}`, { name, reference: ref }, 502);
