@@ -15,6 +15,7 @@ import { startNginx, type Nginx } from './helpers/nginx.js';
 import { requireTool } from './helpers/proc.js';
 import { makeHtpasswd } from './helpers/registry.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
+import { listFiles } from './helpers/walk.js';
 
 const hasNginx = requireTool('nginx', 'the nginx access tests are skipped');
 const SECRET_ENV = 'DERRICK_NGINX_ACCESS_SECRET';
@@ -22,17 +23,6 @@ const SECRET = 'nginx-access-secret';
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const RIGHT = { Authorization: `Basic ${b64('alice:s3cret')}` };
 const WRONG = { Authorization: `Basic ${b64('alice:nope')}` };
-
-/** Every file under a directory (following no links), relative to it. */
-async function listFiles(dir: string, rel = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
-    const r = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...(await listFiles(dir, r)));
-    else out.push(r);
-  }
-  return out.sort();
-}
 
 describe.skipIf(!hasNginx)('protected content through nginx with the printed config', () => {
   let tmp: TmpDir;

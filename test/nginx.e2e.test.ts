@@ -22,6 +22,7 @@ import { rawRequest, type RawResponse } from './helpers/http.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 import { requireTool } from './helpers/proc.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
+import { listFiles } from './helpers/walk.js';
 
 const hasNginx = requireTool('nginx', 'the nginx e2e tests are skipped');
 
@@ -83,16 +84,6 @@ function header(res: RawResponse, name: string): string | undefined {
 function errorCode(res: RawResponse): string {
   expect(header(res, 'content-type')).toBe('application/json');
   return (res.json() as { errors: { code: string }[] }).errors[0]!.code;
-}
-
-async function listFiles(dir: string, rel = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
-    const r = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...(await listFiles(dir, r)));
-    else out.push(r);
-  }
-  return out.sort();
 }
 
 function nginxServerBlock(config: Config, opts: { proxy?: string; signed: boolean }): string {

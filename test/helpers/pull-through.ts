@@ -12,6 +12,7 @@ import { CLI, type ServeProcess } from './derrick.js';
 import { rawRequest, type RawResponse } from './http.js';
 import { freePort } from './ports.js';
 import { run, startProcess, waitForHttp, type RunningProcess } from './proc.js';
+import { listTree } from './walk.js';
 import type { Registry } from './registry.js';
 import { SKOPEO_BIN, fetchManifest, seedRegistry } from './skopeo.js';
 
@@ -300,34 +301,14 @@ export async function readAppFile(root: string, repo: string): Promise<any | und
   }
 }
 
-/** Every entry under `dir`, recursively, with its path (a missing or unreadable dir has none). */
-async function walkTree(dir: string): Promise<Array<{ path: string; entry: import('node:fs').Dirent }>> {
-  const out: Array<{ path: string; entry: import('node:fs').Dirent }> = [];
-  const walk = async (d: string) => {
-    let entries: import('node:fs').Dirent[];
-    try {
-      entries = await fs.readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      out.push({ path: p, entry: e });
-      if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return out;
-}
-
 /** Every path under `dir` (recursively) whose base name starts with ".tmp-". */
 export async function findTmpFiles(dir: string): Promise<string[]> {
-  return (await walkTree(dir)).filter((x) => x.entry.name.startsWith('.tmp-')).map((x) => x.path);
+  return (await listTree(dir)).filter((x) => x.entry.name.startsWith('.tmp-')).map((x) => x.path);
 }
 
 /** Every regular file under `dir` (recursively; a missing dir has none). */
 export async function filesUnder(dir: string): Promise<string[]> {
-  return (await walkTree(dir)).filter((x) => x.entry.isFile()).map((x) => x.path);
+  return (await listTree(dir)).filter((x) => x.entry.isFile()).map((x) => x.path);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import {
 import { parseRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
 import { CLI } from './derrick.js';
 import { startProcess, type RunningProcess, type StartOptions } from './proc.js';
+import { listTree } from './walk.js';
 
 /**
  * sha256 of a file. Store objects are immutable and published files are hardlinks to them, so a
@@ -168,21 +169,7 @@ export async function checkStore(root: string, opts: { fresh?: boolean } = {}): 
   return names;
 }
 
-async function walk(dir: string, out: string[] = []): Promise<string[]> {
-  let entries;
-  try {
-    entries = await fs.readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out;
-    throw err;
-  }
-  for (const e of entries) {
-    const p = path.join(dir, e.name);
-    out.push(p);
-    if (e.isDirectory()) await walk(p, out);
-  }
-  return out;
-}
+const walk = async (dir: string): Promise<string[]> => (await listTree(dir)).map((x) => x.path);
 
 /** No temp names anywhere under published/ or store/blobs/sha256, and no lock files left. */
 export async function assertNoDebris(root: string): Promise<void> {
