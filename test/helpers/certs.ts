@@ -1,6 +1,7 @@
 // Throwaway certificate authorities and server certificates, made with the real openssl CLI.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { run } from './proc.js';
 
 export interface Pem {
@@ -28,6 +29,16 @@ export async function makeCa(dir: string, name: string): Promise<Pem> {
 }
 
 /**
+ * A random positive serial. Not -CAcreateserial: that shares one <ca>.srl file, and two certificates
+ * signed at once by the same CA race on it ("Unable to load number from ca.srl").
+ */
+function serialNumber(): string {
+  const b = randomBytes(16);
+  b[0] = b[0]! & 0x7f;
+  return `0x${b.toString('hex')}`;
+}
+
+/**
  * A server certificate signed by `ca` for the subjectAltNames `san` (e.g. ['IP:127.0.0.1',
  * 'DNS:registry.test']), written as <dir>/<name>.crt and .key.
  */
@@ -38,7 +49,7 @@ export async function makeServerCert(dir: string, name: string, ca: Pem, san: st
   const ext = path.join(dir, `${name}.ext`);
   await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${name}`, '-keyout', pem.key, '-out', csr]);
   await fs.writeFile(ext, `subjectAltName=${san.join(',')}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n`);
-  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', pem.cert]);
+  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', serialNumber(), '-days', '2', '-extfile', ext, '-out', pem.cert]);
   return pem;
 }
 
