@@ -59,9 +59,14 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
     .option('--tls', 'serve HTTPS with the certificate and key of serve.tls (listen default 443)')
     .action(async (o) => {
-      const [{ loadConfigOrExit }, { nginxConf }] = await Promise.all([import('../shared/cli-util.js'), import('./nginx-conf.js')]);
+      const [{ loadConfigOrExit }, { nginxConf }, { guardedUnderOpenPrefixes }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('./nginx-conf.js'),
+        import('./nginx-guards.js'),
+      ]);
       const config = loadConfigOrExit(o.config);
       if (o.tls && !config.serve.tls) throw new UsageError(`--tls: ${config.file} has no serve.tls (cert and key)`);
-      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy, tls: o.tls === true }));
+      const guardedNames = await guardedUnderOpenPrefixes(config);
+      process.stdout.write(nginxConf(config, { listen: o.listen, proxy: o.proxy, tls: o.tls === true, guardedNames }));
     });
 }

@@ -53,6 +53,11 @@ export interface NginxConfOptions {
   serverName?: string;
   /** Serve HTTPS with serve.tls's certificate and key (`listen ... ssl`, default port 443). */
   tls?: boolean;
+  /**
+   * Published repos under an open cache prefix that are not cache repos (nginx-guards.ts): each
+   * gets a guarded location of its own, as a protected `repos:` entry there does.
+   */
+  guardedNames?: readonly string[];
 }
 
 /** The TLS lines of the server block: the certificate and key that `derrick serve` uses too. */
@@ -190,7 +195,7 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
   const publicKeys = config.serve.anonymous
     ? [...config.repos.filter((r) => !r.protected).map((r) => `${repoKey(r.name)}/`), ...config.upstreams.map((u) => `${repoKey(u.prefix)}~`)]
     : [];
-  const protectedKeys = config.repos.filter((r) => r.protected).map((r) => `${repoKey(r.name)}/`);
+  const protectedKeys = [...config.repos.filter((r) => r.protected).map((r) => r.name), ...(opts.guardedNames ?? [])].map((n) => `${repoKey(n)}/`);
   /** `top`: master/ or web/ itself, where <key> alone (no file under it) is never served. */
   const area = (indent: number, location: string, a: Area, top = false) => {
     w(indent, `location ^~ ${location} {`);
@@ -228,8 +233,8 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
     area(2, `${masterPrefix}${key}`, { immutable: true, guard: secret !== undefined ? 'signature' : 'open' });
     area(2, `${prefix}/web/${key}`, { immutable: false, guard: 'open' });
   }
-  // A protected repo whose name falls under a public pull-through prefix is named explicitly:
-  // the longest prefix location wins.
+  // A protected repo whose name falls under a public pull-through prefix is named explicitly, and
+  // so is a published non-cache repo found there on disk: the longest prefix location wins.
   for (const key of protectedKeys.filter((k) => publicKeys.some((p) => k.startsWith(p) && k !== p))) {
     area(2, `${masterPrefix}${key}`, { immutable: true, guard: guarded });
     area(2, `${prefix}/web/${key}`, { immutable: false, guard: guarded });

@@ -39,17 +39,18 @@ describe.skipIf(!hasNginx)('protected content through nginx with the printed con
     const dir = tmp.dir;
     for (const n of ['pub', 'priv', 'gone']) await generateImage({ layoutDir: path.join(dir, n), tag: n === 'priv' ? 'hushtag' : 'v1', seed: n, layers: [30_000] });
     await fs.writeFile(path.join(dir, 'htpasswd'), makeHtpasswd('alice', 's3cret') + '\n');
-    const repos = ['pub/app', 'priv/app', 'gone/app'].flatMap((name) => [`  - name: ${name}`, `    from: oci:${path.join(dir, name.split('/')[0]!)}`, ...(name === 'priv/app' ? ['    protected: true'] : [])]);
+    const repos = ['pub/app', 'priv/app', 'hub/gone'].flatMap((name) => [`  - name: ${name}`, `    from: oci:${path.join(dir, name === 'hub/gone' ? 'gone' : name.split('/')[0]!)}`, ...(name === 'priv/app' ? ['    protected: true'] : [])]);
     await fs.writeFile(path.join(dir, 'publish.yaml'), ['root: ./var', 'repos:', ...repos, ''].join('\n'));
     const r = await derrick(['publish', '-c', path.join(dir, 'publish.yaml')]);
     expect(r.code, r.stderr).toBe(0);
     const l = layout(path.join(dir, 'var'));
-    // gone/app is unpublished: its links go, its master stays; the config no longer names it.
-    await fs.rm(l.app('gone/app'));
-    await fs.rm(l.web('gone/app'));
+    // hub/gone is unpublished: its links go, its master stays; the config no longer names it, and
+    // it sits under the public pull-through prefix hub, whose cache repos nginx serves openly.
+    await fs.rm(l.app('hub/gone'));
+    await fs.rm(l.web('hub/gone'));
     publishedDir = l.publishedDir;
     const served = (rel: string) => !rel.endsWith('redirect.json');
-    for (const [repo, name] of [['pub', 'pub/app'], ['priv', 'priv/app'], ['gone', 'gone/app']] as const) {
+    for (const [repo, name] of [['pub', 'pub/app'], ['priv', 'priv/app'], ['gone', 'hub/gone']] as const) {
       const [ts] = await fs.readdir(l.masterDir(name));
       const files = await listFiles(l.master(name, ts!));
       paths[repo].push(...files.map((f) => ({ rel: `master/${repoKey(name)}/${ts}/${f}`, served: served(f) })));
@@ -64,13 +65,14 @@ describe.skipIf(!hasNginx)('protected content through nginx with the printed con
     secrets = { strings: ['hushtag', ...privDigests], chunks: [] };
 
     const serveYaml = (signing: boolean) =>
-      ['root: ./var', 'repos:', ...repos.slice(0, 5), 'serve:', '  htpasswd: ./htpasswd', ...(signing ? ['  signing:', `    secret-env: ${SECRET_ENV}`, '    ttl: 5m'] : []), ''].join('\n');
+      ['root: ./var', 'repos:', ...repos.slice(0, 5), 'upstreams:', '  - { prefix: hub, url: "http://127.0.0.1:1" }', 'serve:', '  htpasswd: ./htpasswd', ...(signing ? ['  signing:', `    secret-env: ${SECRET_ENV}`, '    ttl: 5m'] : []), ''].join('\n');
     const confOf = async (signing: boolean) => {
       const file = path.join(dir, signing ? 'signed.yaml' : 'basic.yaml');
       await fs.writeFile(file, serveYaml(signing));
       const out = await derrick(['nginx-conf', '-c', file, '--listen', '127.0.0.1:1'], { env: { [SECRET_ENV]: SECRET } });
       expect(out.code, out.stderr).toBe(0);
-      expect(out.stdout).not.toContain('gone~app'); // the config doesn't name it: guarded by default
+      // The config doesn't name it, but its master is under the open hub~ location: guarded by name.
+      expect(out.stdout).toContain('location ^~ /published/master/hub~gone/ {');
       return out.stdout.replace('listen 127.0.0.1:1;', 'listen 127.0.0.1:__PORT__;');
     };
     treeHash = await hashTree(publishedDir);
