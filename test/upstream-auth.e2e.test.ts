@@ -314,6 +314,22 @@ describe.skipIf(!hasTools)('upstream auth against a real docker-registry', () =>
       expect(errorMessage(notGranted)).toMatch(/refused derrick's credentials: .*\/priv\/b:v1: registry refused the token issued to user alice \(insufficient_scope\)/);
       expect(issuer.requestsFor(SCOPE_B).filter((r) => r.user === 'alice').every((r) => r.granted.length === 0)).toBe(true);
     });
+
+    it('a cached tag is not served stale when the upstream refuses the credentials: 502, as for an uncached one', async () => {
+      // alice's password is rotated upstream; derrick still has the old one. Past the token's
+      // life and the tag's ttl, the recheck needs a new token, which the issuer refuses.
+      issuer.setPassword('alice', 'rotated');
+      try {
+        await sleep(1500);
+        const res = await getManifest(tok.serve.url, 'up/priv/a', 'v1');
+        expect(res.status).toBe(502);
+        expect(errorCode(res)).toBe('UNAVAILABLE');
+        expect(res.headers.warning).toBeUndefined();
+        expect(errorMessage(res)).toMatch(/refused derrick's credentials: .*\/priv\/a:v1: token server .* rejected the credentials/);
+      } finally {
+        issuer.setPassword('alice', USERS.alice);
+      }
+    });
   });
 
   describe('auth: htpasswd', () => {

@@ -55,6 +55,8 @@ export interface TokenIssuer {
   requests: TokenRequest[];
   /** The requests whose scopes include exactly `scope`. */
   requestsFor(scope: string): TokenRequest[];
+  /** Changes a user's password from now on (an upstream account whose password was rotated). */
+  setPassword(user: string, pass: string): void;
   /** The `sub` of a token this issuer signed (checked against its key); undefined otherwise. */
   subjectOf(token: string): string | undefined;
   close(): Promise<void>;
@@ -112,6 +114,7 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
   const publicKey = createPublicKey(privateKey);
   const kid = libtrustKeyId(publicKey);
   const requests: TokenRequest[] = [];
+  const users = { ...opts.users };
 
   const signJwt = (claims: object) => {
     const input = `${b64url(JSON.stringify({ typ: 'JWT', alg: 'ES256', kid }))}.${b64url(JSON.stringify(claims))}`;
@@ -150,7 +153,7 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
     };
     if (url.pathname !== '/token') return answer(404, { details: 'not found' });
     // Wrong credentials are refused outright; no credentials get an anonymous token (Docker Hub does this).
-    if (creds && opts.users[creds.user] !== creds.pass) return answer(401, { details: 'incorrect username or password' });
+    if (creds && users[creds.user] !== creds.pass) return answer(401, { details: 'incorrect username or password' });
     const wanted = record.scopes.flatMap((s) => s.split(' ')).map(parseScope).filter((a): a is TokenAccess => a !== undefined);
     record.granted = grantsOf(creds?.user, wanted);
     const now = Math.floor(Date.now() / 1000);
@@ -181,6 +184,9 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
     expiresIn: opts.expiresIn ?? 300,
     requests,
     requestsFor: (scope) => requests.filter((r) => r.scopes.includes(scope)),
+    setPassword(user, pass) {
+      users[user] = pass;
+    },
     subjectOf(token) {
       const [h, p, s] = token.split('.');
       if (!h || !p || !s) return undefined;
