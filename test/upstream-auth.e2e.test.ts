@@ -3,6 +3,7 @@
 // one with `auth: htpasswd`. Against both, `derrick publish` and the pull-through cache use the
 // credentials of derrick.yaml and nothing else: a header-recording proxy in front of each registry
 // sees every Authorization header derrick sends, and the issuer sees every token request.
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateImage, type GeneratedImage } from '../scripts/gen-image.js';
@@ -25,7 +26,6 @@ import { SKOPEO_BIN, skopeoCopy } from './helpers/skopeo.js';
 import { startTokenIssuer, type TokenIssuer } from './helpers/token-issuer.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
 import { assertNoDebris, checkTree, masters } from './helpers/tree.js';
-import fs from 'node:fs/promises';
 
 const hasTools = ['docker-registry', 'skopeo', 'openssl'].every((t) => requireTool(t, 'upstream auth e2e tests are skipped'));
 
@@ -273,6 +273,8 @@ describe.skipIf(!hasTools)('upstream auth against a real docker-registry', () =>
       // carol's password reached derrick on every request of the second pull, and went no further.
       const carol = Buffer.from(`${CLIENT.user}:${CLIENT.pass}`).toString('base64');
       expect(tok.hdr.requests.filter((r) => JSON.stringify(r.headers).includes(carol))).toEqual([]);
+      // Nor in the registry's own log (it names the user on the lines of failed requests).
+      expect(tok.reg.appLog()).not.toContain(CLIENT.user);
     });
 
     it('an expired token is renewed with exactly one new token request', async () => {
@@ -349,6 +351,7 @@ describe.skipIf(!hasTools)('upstream auth against a real docker-registry', () =>
       const mark = ht.hdr.requests.length;
       expect(await skopeoPull(ht.serve.host, 'up/priv/a:v1', outDir(), CLIENT)).toBe(img.a1.digest);
       expect(identities(ht.hdr.requests.slice(mark))).toEqual(['basic:alice']);
+      expect(ht.reg.appLog()).not.toContain(CLIENT.user);
 
       const wrong = await getManifest(ht.serve.url, 'bad/priv/a', 'v2');
       expect(wrong.status).toBe(502);
