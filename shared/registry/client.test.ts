@@ -221,6 +221,8 @@ describe('basic auth', () => {
     const before = api(s).length;
     const wrong = await rejection(client(s, { username: 'bob', password: 'nope' }).getManifest('library/alpine', '3.20'));
     expect(wrong.kind).toBe('unauthorized');
+    // Not "authentication required" alone: credentials were configured, and they are what is wrong.
+    expect(wrong.message).toBe(`docker://${s.host}/library/alpine:3.20: registry rejected the credentials of user bob: authentication required (401)`);
     expect(api(s).length - before).toBe(2);
   });
 });

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { ACCEPT_ALL_MANIFESTS, isDigestSyntax, isManifestType, isValidName, isValidTag, sha256Digest } from '../oci.js';
-import { createAuthenticator, pullScope, type AuthContext } from './auth.js';
+import { createAuthenticator, parseWwwAuthenticate, pullScope, type AuthContext } from './auth.js';
 import { UpstreamError, type UpstreamErrorKind } from './errors.js';
 import { createLimiter } from './limiter.js';
 import { backoffMs, describeNetworkError, isAbortError, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
@@ -161,6 +161,22 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
   }
 
   /**
+   * Why a 401 stands after derrick answered the challenge with its own credentials. "authentication
+   * required" alone reads as if no credentials were configured, when the password is wrong or the
+   * token server granted this user nothing for the repository.
+   */
+  function unauthorizedDetail(res: Response, sent: string | undefined, message: string | undefined): string | undefined {
+    if (!sent || opts.username === undefined) return message;
+    const suffix = message ? `: ${message}` : '';
+    if (/^bearer\s/i.test(sent)) {
+      const challenge = parseWwwAuthenticate(res.headers.get('www-authenticate') ?? '').find((c) => c.scheme === 'bearer');
+      const why = challenge?.scheme === 'bearer' && challenge.error ? ` (${challenge.error})` : '';
+      return `registry refused the token issued to user ${opts.username}${why}${suffix}`;
+    }
+    return `registry rejected the credentials of user ${opts.username}${suffix}`;
+  }
+
+  /**
    * One logical request: auth, retries and redirects. Resolves with a 2xx response while holding a
    * concurrency slot; the caller must call release once it is done with the body.
    */
@@ -209,6 +225,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
           continue;
         }
       }
+      if (res.status === 401) throw statusError(call, 401, unauthorizedDetail(res, authorization, message), undefined);
       const retryAfter = res.headers.get('retry-after') ?? undefined;
       if (!last && (res.status === 429 || isRetryableStatus(res.status))) {
         const wait = res.status === 429 ? (parseRetryAfter(retryAfter) ?? backoffMs(n, retryBaseMs)) : backoffMs(n, retryBaseMs);

@@ -11,6 +11,8 @@ export const DOCKER_REGISTRY_BIN = '/usr/bin/docker-registry';
 export interface RegistryOptions {
   /** htpasswd (bcrypt) basic auth; see makeHtpasswd / writeHtpasswd. */
   auth?: { htpasswdFile: string; realm: string };
+  /** `auth: token`: Bearer tokens from this token server (see token-issuer.ts), signed by a key of rootCertBundle. */
+  token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
   /** Binary to run; default /usr/bin/docker-registry. */
   bin?: string;
   /** Accept pushed manifests whose layers carry http(s) `urls` (foreign layers); refused by default. */
@@ -66,7 +68,8 @@ export async function writeHtpasswd(dir: string, users: Record<string, string>):
   return file;
 }
 
-function registryConfig(root: string, port: number, auth?: RegistryOptions['auth'], allowForeignLayers = false): string {
+function registryConfig(root: string, port: number, opts: RegistryOptions): string {
+  const { auth, token, allowForeignLayers = false } = opts;
   const q = (s: string) => JSON.stringify(s); // JSON strings are valid YAML scalars
   const lines = [
     'version: 0.1',
@@ -93,6 +96,10 @@ function registryConfig(root: string, port: number, auth?: RegistryOptions['auth
   if (auth) {
     lines.push('auth:', '  htpasswd:', `    realm: ${q(auth.realm)}`, `    path: ${q(auth.htpasswdFile)}`);
   }
+  if (token) {
+    lines.push('auth:', '  token:', `    realm: ${q(token.realm)}`, `    service: ${q(token.service)}`);
+    lines.push(`    issuer: ${q(token.issuer)}`, `    rootcertbundle: ${q(token.rootCertBundle)}`);
+  }
   return lines.join('\n') + '\n';
 }
 
@@ -118,7 +125,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   // freePort() can race with another process grabbing the port; retry a couple of times.
   for (let attempt = 0; attempt < 3 && !proc; attempt++) {
     port = await freePort();
-    await fs.writeFile(configFile, registryConfig(root, port, opts.auth, opts.allowForeignLayers));
+    await fs.writeFile(configFile, registryConfig(root, port, opts));
     const p = startProcess(bin, ['serve', configFile], { cwd: tmp.dir, logFile: path.join(tmp.dir, 'registry.log') });
     try {
       await waitForHttp(`http://127.0.0.1:${port}/v2/`, 15_000, { proc: p });
