@@ -132,13 +132,59 @@ interface CachedToken {
   expiresAt: number;
 }
 
+/** One token request that several callers wait on. */
+interface SharedTokenFetch {
+  promise: Promise<string>;
+  controller: AbortController;
+  /** Callers with a signal that have not given up yet. */
+  waiting: number;
+  /** Drops it from the in-flight map, so a later caller starts afresh. */
+  forget(): void;
+}
+
+/**
+ * The shared token for one caller: its own signal rejects its own wait. The last caller with a
+ * signal to give up aborts the request; a caller without a signal never gives up, so a request
+ * one of those waits on is never aborted.
+ */
+function waitForToken(shared: SharedTokenFetch, signal: AbortSignal | undefined): Promise<string> {
+  if (!signal) {
+    shared.waiting = Number.POSITIVE_INFINITY;
+    return shared.promise;
+  }
+  if (signal.aborted) return Promise.reject(signal.reason);
+  shared.waiting++;
+  return new Promise<string>((resolve, reject) => {
+    const onAbort = () => {
+      if (--shared.waiting === 0) {
+        shared.forget();
+        shared.controller.abort(signal.reason);
+      }
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    shared.promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
 export function createAuthenticator(opts: AuthOptions): Authenticator {
   const now = opts.now ?? Date.now;
   const hasCredentials = opts.username !== undefined && opts.password !== undefined;
   let known: Challenge | undefined;
   const tokens = new Map<string, CachedToken>();
-  // Concurrent layer pulls of one repository share one token request.
-  const inflight = new Map<string, Promise<string>>();
+  // Concurrent layer pulls of one repository share one token request. It runs on a signal of its
+  // own: one caller that gives up (a client gone, a timeout) must not fail the others waiting on
+  // it. It is aborted only when every caller that could give up has.
+  const inflight = new Map<string, SharedTokenFetch>();
   let tokenFetches = 0;
 
   const fail = (ctx: AuthContext, kind: UpstreamError['kind'], detail: string, extra: { status?: number; retryAfter?: string; cause?: unknown } = {}) =>
@@ -211,22 +257,30 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
     const key = keyOf(c, scope);
     const cached = tokens.get(key);
     if (cached && cached.expiresAt > now()) return cached.header;
-    let p = inflight.get(key);
-    if (!p) {
-      p = fetchToken(c, scope, ctx).then(
+    let shared = inflight.get(key);
+    if (!shared) {
+      const controller = new AbortController();
+      const done = () => {
+        if (inflight.get(key) === shared) inflight.delete(key);
+      };
+      const promise = fetchToken(c, scope, { ...ctx, signal: controller.signal }).then(
         (t) => {
-          inflight.delete(key);
+          done();
           if (t.expiresAt > now()) tokens.set(key, t);
           return t.header;
         },
         (err) => {
-          inflight.delete(key);
+          done();
           throw err;
         },
       );
-      inflight.set(key, p);
+      // Every caller handles the outcome through waitForToken; this keeps a fetch that all of
+      // them left from being an unhandled rejection.
+      promise.catch(() => {});
+      shared = { promise, controller, waiting: 0, forget: done };
+      inflight.set(key, shared);
     }
-    return p;
+    return waitForToken(shared, ctx.signal);
   }
 
   async function headerFor(scope: string | undefined, ctx: AuthContext): Promise<string | undefined> {
