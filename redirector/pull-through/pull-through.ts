@@ -4,6 +4,7 @@
 // the parts; each request path has its own file.
 import { createFillRegistry } from '../../shared/cache/blob-fill.js';
 import { openStore } from '../../shared/publish/store.js';
+import { isUpstreamError } from '../../shared/registry/errors.js';
 import type { Reply } from '../reply.js';
 import { createAccessLog, type AccessLog } from './access-log.js';
 import { createBlobPath } from './blob-path.js';
@@ -78,7 +79,11 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
   // connection before the first client needs one, and logs an unreachable upstream early.
   for (const r of routes.all) {
     if (r.policy === 'Never') continue;
-    r.client.ping({ signal: AbortSignal.timeout(10_000) }).catch((err: Error) => o.log.warn({ upstream: r.cfg.url, err: err.message }, 'upstream not reachable at start'));
+    r.client.ping({ signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+      const refused = isUpstreamError(err, 'unauthorized') || isUpstreamError(err, 'denied');
+      const msg = !refused ? 'upstream not reachable at start' : r.cfg.auth ? 'upstream refused the route credentials at start' : 'upstream needs credentials and the route has no auth';
+      o.log.warn({ upstream: r.cfg.url, err: err.message }, msg);
+    });
   }
 
   const c: PullThroughContext = {
