@@ -1,5 +1,5 @@
 // Replies for the catalog pages: HTML, the assets, names.json, the sign-in challenge.
-import { CSS, JS } from '../../shared/catalog-page/assets.js';
+import { CATALOG_CSP, CSS, JS } from '../../shared/catalog-page/assets.js';
 import { html } from '../../shared/catalog-page/escape.js';
 import { page } from '../../shared/catalog-page/layout.js';
 import type { PageContext } from '../../shared/catalog-page/model.js';
@@ -15,9 +15,7 @@ export function textReply(method: string, status: number, type: string, body: st
 }
 
 export function htmlReply(method: string, status: number, body: string, extra: Record<string, string> = {}): Reply {
-  // The page runs only its own script; nothing an annotation says can become one.
-  const csp = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-  return textReply(method, status, 'text/html; charset=utf-8', body, { ...PRIVATE, 'Content-Security-Policy': csp, ...extra });
+  return textReply(method, status, 'text/html; charset=utf-8', body, { ...PRIVATE, 'Content-Security-Policy': CATALOG_CSP, ...extra });
 }
 
 export function namesReply(method: string, names: readonly string[]): Reply {

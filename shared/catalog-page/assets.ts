@@ -2,6 +2,10 @@
 // static copy. The script only improves what works without it: search filters as you type from
 // names.json, copy buttons appear and copy.
 
+/** The pages run only their own script and style, so nothing a page shows can become code. */
+export const CATALOG_CSP =
+  "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 export const CSS = `:root{color-scheme:light dark;--fg:#1b1f24;--bg:#fff;--muted:#57606a;--line:#d0d7de;--accent:#0a58ca;--badge:#116329;--code:#f3f4f6}
 @media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--bg:#0d1117;--muted:#9da7b3;--line:#30363d;--accent:#6cb6ff;--badge:#3fb950;--code:#161b22}}
 *{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,sans-serif;color:var(--fg);background:var(--bg)}
