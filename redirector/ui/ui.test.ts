@@ -2,7 +2,9 @@
 // repos absent without credentials, present with them; a wrong password is challenged), what a
 // repo page says about a real publish, escaping of hostile annotations and crane data, and the
 // list of a 10,000-repo catalog rendered from names alone within the 200 ms.
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config.js';
@@ -139,12 +141,13 @@ describe('repo page', () => {
 
 describe('a 10,000-repo catalog', () => {
   let big: RunningServer;
-  let bigTmp: TmpDir;
+  let bigDir: string;
   const N = 10_000;
 
   beforeAll(async () => {
-    bigTmp = await tmpDir('derrick-ui-big');
-    const appDir = layout(path.join(bigTmp.dir, 'var')).appDir;
+    // 10,000 files on tmpfs when there is one: on this shared disk, writing them took 16 s under load.
+    bigDir = await fs.mkdtemp(path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'derrick-ui-big-'));
+    const appDir = layout(path.join(bigDir, 'var')).appDir;
     await fs.mkdir(appDir, { recursive: true });
     // The list needs names and, for anonymous callers, the head of each entry (its protection).
     for (let i = 0; i < N; i += 500) {
@@ -156,14 +159,14 @@ describe('a 10,000-repo catalog', () => {
         }),
       );
     }
-    const file = path.join(bigTmp.dir, 'derrick.yaml');
+    const file = path.join(bigDir, 'derrick.yaml');
     await fs.writeFile(file, 'root: ./var\n');
     big = await startServer(parseConfig('root: ./var\n', file), { listen: '127.0.0.1:0', log: createLogger({ level: 'silent' }) });
   });
 
   afterAll(async () => {
     await big?.close();
-    await bigTmp?.cleanup();
+    if (bigDir) await fs.rm(bigDir, { recursive: true, force: true });
   });
 
   it('renders pages of 100 from names alone, within 200 ms, without loading a repo', async () => {
