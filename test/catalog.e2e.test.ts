@@ -187,6 +187,12 @@ describe.runIf(ready)('catalog page in chromium', () => {
     }
     expect((await fetch(nginx.url + '/ui/r/secret/app/')).status).toBe(404);
     expect(JSON.parse(await text(nginx.url + '/ui/names.json')).repositories).toEqual(PUBLIC);
+    // A pull-through route: how to pull any upstream tag, on the list and on a (not yet cached) repo's page.
+    const host = new URL(server.url).host;
+    expect(staticList).toContain(`docker pull ${host}/hub/&lt;repository&gt;:&lt;tag&gt;`);
+    const route = await text(server.url + '/ui/r/hub/library/alpine/');
+    expect(route).toContain(`docker pull ${host}/hub/library/alpine:&lt;tag&gt;`);
+    expect(route).toContain('No tags cached yet.');
     const root = await fetch(nginx.url + '/', { redirect: 'manual' });
     expect(root.status).toBe(302);
 

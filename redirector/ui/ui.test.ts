@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config.js';
 import { layout, repoKey } from '../../shared/layout.js';
+import { digestHex } from '../../shared/oci.js';
 import { createLogger } from '../../shared/log.js';
 import { annotateTag } from '../../test/helpers/annotate.js';
 import { makePublishedTree, type PublishedTree } from '../../test/helpers/published.js';
@@ -47,6 +48,8 @@ beforeAll(async () => {
     'serve:\n  htpasswd: ./htpasswd\n  crane-data: ./crane\n',
   );
   await annotateTag(path.join(tmp.dir, 'images', 'demo_hello'), 'v1', { 'org.opencontainers.image.description': HOSTILE });
+  // A cosign-style signature of latest: a tag named after its digest.
+  await tree.addImage('demo/hello', { tag: `sha256-${digestHex(tree.images.get('demo/hello:latest')!.digest)}.sig` });
   await tree.publish();
   server = await startServer(tree.config, { listen: '127.0.0.1:0', log: createLogger({ level: 'silent' }) });
 });
@@ -106,7 +109,9 @@ describe('repo page', () => {
     expect(row).toContain('>linux/amd64<');
     expect(row).toContain('>linux/arm64<');
     expect(row).toContain(`data-copy="${latest.digest}"`);
+    expect(row).toContain('class="badge signed"');
     const v1 = /<tr id="tag-v1"[\s\S]*?<\/tr>/.exec(r.text)![0];
+    expect(v1).not.toContain('signed');
     expect(v1).toContain('>image<');
     expect(v1).toContain('>linux/amd64<'); // from the image's config
     expect(r.text).toMatch(/<time datetime="\d{4}-\d\d-\d\dT/);
