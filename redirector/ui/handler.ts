@@ -4,7 +4,6 @@
 // credentials with every /ui/ request, as /v2 clients do.
 import { listPage } from '../../shared/catalog-page/list-page.js';
 import type { PageContext, RouteView } from '../../shared/catalog-page/model.js';
-import { matchNames, pageOf } from '../../shared/catalog-page/paging.js';
 import { registryHostOf } from '../../shared/catalog-page/pull-lines.js';
 import { notFoundPage, repoPage } from '../../shared/catalog-page/repo-page.js';
 import type { Logger } from '../../shared/log.js';
@@ -14,6 +13,7 @@ import type { RepoIndex } from '../index.js';
 import type { Reply } from '../reply.js';
 import { assetReply, challengeReply, htmlReply, methodNotAllowed, namesReply, textReply } from './pages.js';
 import { repoView } from './repo-view.js';
+import { visiblePage } from './visible-page.js';
 
 export interface UiOptions {
   index: RepoIndex;
@@ -48,14 +48,12 @@ export function createUiHandler(o: UiOptions): (req: UiRequest) => Promise<Reply
       return challengeReply(method, ctx, o.auth.realm);
     }
     if (path === '/ui/login') return { status: 303, headers: { Location: '/ui/', 'Content-Length': '0' }, body: null };
-    const visible = await o.index.visibleNames(user !== undefined);
-    if (path === '/ui/names.json') return namesReply(method, visible);
+    if (path === '/ui/names.json') return namesReply(method, await o.index.visibleNames(user !== undefined));
     const listPath = /^\/(?:ui\/?)?$|^\/ui\/page\/(\d+)\/?$/.exec(path);
     if (listPath) {
       const q = (query.get('q') ?? '').slice(0, 256);
-      const matched = matchNames(visible, q);
-      const p = pageOf(matched, Number(listPath[1] ?? query.get('page') ?? 1));
-      return htmlReply(method, 200, listPage(ctx, { ...p, total: matched.length, query: q, routes: o.routes }));
+      const p = await visiblePage(o.index, user !== undefined, q, Number(listPath[1] ?? query.get('page') ?? 1));
+      return htmlReply(method, 200, listPage(ctx, { ...p, query: q, routes: o.routes }));
     }
     const repoPath = /^\/ui\/r\/(.+?)\/?$/.exec(path);
     if (!repoPath) return htmlReply(method, 404, notFoundPage(ctx, decodeURIComponent(path)));

@@ -181,18 +181,27 @@ describe('a 10,000-repo catalog', () => {
       const text = await r.text();
       return { ms: performance.now() - t, text, status: r.status };
     };
-    const cold = await timed('/'); // the first anonymous list reads each entry's head once
+    // Cold: nobody has read any entry yet. The first page checks only the names it shows.
+    await timed('/ui/assets/app.css'); // loads the page's code, reads nothing
+    const cold = await timed('/');
     expect(cold.status).toBe(200);
-    expect(main(cold.text)).toContain('9000 repositories');
-    expect(main(cold.text)).toContain('Page 1 of 90');
+    expect(main(cold.text)).toMatch(/More than \d+ repositories/);
+    expect(main(cold.text)).toContain('href="/ui/page/2/"');
+    expect(big.index.filesRead()).toBeLessThan(N / 10);
+    // names.json (the script's search) learns every name's protection: after it, counts are exact.
+    const all = await timed('/ui/names.json');
+    expect(JSON.parse(all.text).repositories).toHaveLength(N - N / 10);
+    // The cold page's time is printed, not asserted: it is disk reads on a shared machine.
     const runs: Record<string, number> = {};
     for (const p of ['/', '/ui/page/60/', '/ui/?q=svc-0999', '/ui/?q=team7/']) {
       const r = await timed(p);
       expect(r.status).toBe(200);
       expect((main(r.text).match(/<li>/g) ?? []).length).toBeLessThanOrEqual(100);
+      if (p === '/') expect(main(r.text)).toContain('9000 repositories');
+      if (p === '/') expect(main(r.text)).toContain('Page 1 of 90');
       runs[p] = Math.round(r.ms);
     }
-    console.log(`[catalog 10k] first anonymous list ${Math.round(cold.ms)} ms (reads ${N} heads); warm: ${JSON.stringify(runs)}`);
+    console.log(`[catalog 10k] cold / ${Math.round(cold.ms)} ms; warm ${JSON.stringify(runs)} ms; names.json reading every head: ${Math.round(all.ms)} ms`);
     for (const ms of Object.values(runs)) expect(ms).toBeLessThan(200);
     expect(big.index.loadedCount()).toBe(0);
   });

@@ -10,7 +10,8 @@ function pager(v: ListView) {
   if (v.pages <= 1) return '';
   const prev = v.page > 1 ? html`<a rel="prev" href="${pageHref(v.page - 1, v.query)}">Previous</a>` : '';
   const next = v.page < v.pages ? html`<a rel="next" href="${pageHref(v.page + 1, v.query)}">Next</a>` : '';
-  return html`<nav class="pager" aria-label="Pages">${prev} <span>Page ${v.page} of ${v.pages}</span> ${next}</nav>`;
+  const of = v.exact === false ? '' : ` of ${v.pages}`;
+  return html`<nav class="pager" aria-label="Pages">${prev} <span>Page ${v.page}${of}</span> ${next}</nav>`;
 }
 
 function routes(ctx: PageContext, v: ListView) {
@@ -26,7 +27,8 @@ function routes(ctx: PageContext, v: ListView) {
 }
 
 export function listPage(ctx: PageContext, v: ListView): string {
-  const count = v.query ? `${v.total} of the repositories match “${v.query}”` : `${v.total} repositories`;
+  const n = v.exact === false ? `More than ${v.total}` : String(v.total);
+  const count = v.query ? `${n} of the repositories match “${v.query}”` : `${n} repositories`;
   return page(
     ctx,
     'Repositories',

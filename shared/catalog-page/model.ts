@@ -44,8 +44,10 @@ export interface RepoView {
 export interface ListView {
   /** The names on this page. */
   names: string[];
-  /** Names matching the query, over all pages. */
+  /** Names matching the query, over all pages; a lower bound unless `exact`. */
   total: number;
+  /** false: the live page stopped counting once it had this page (anonymous, cold catalog). */
+  exact?: boolean;
   page: number;
   pages: number;
   query: string;
