@@ -56,7 +56,7 @@ export function createUiHandler(o: UiOptions): (req: UiRequest) => Promise<Reply
       return htmlReply(method, 200, listPage(ctx, { ...p, query: q, routes: o.routes }));
     }
     const repoPath = /^\/ui\/r\/(.+?)\/?$/.exec(path);
-    if (!repoPath) return htmlReply(method, 404, notFoundPage(ctx, decodeURIComponent(path)));
+    if (!repoPath) return htmlReply(method, 404, notFoundPage(ctx, path));
     let name: string;
     try {
       name = decodeURIComponent(repoPath[1]!);

@@ -134,6 +134,15 @@ describe('repo page', () => {
     expect(repo.headers.get('content-security-policy')).toContain("script-src 'self'");
   });
 
+  it('answers a malformed or unknown path 404, with the path as text', async () => {
+    for (const p of ['/ui/%E0%A4%A', '/ui/r/%3Cscript%3E/', '/ui/nothing<b>']) {
+      const r = await get(p);
+      expect(r.status, p).toBe(404);
+      expect(r.text).not.toContain('<script>');
+      expect(r.text).not.toContain('<b>');
+    }
+  });
+
   it('answers every other method 405 and serves its assets', async () => {
     const post = await fetch(server.url + '/ui/', { method: 'POST' });
     expect(post.status).toBe(405);
