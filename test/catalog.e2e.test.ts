@@ -104,7 +104,7 @@ describe.runIf(ready)('catalog page in chromium', () => {
     await context.overridePermissions(server.url, ['clipboard-read', 'clipboard-write', 'clipboard-sanitized-write']);
     const page = await context.newPage();
     await page.setViewport({ width: 1280, height: 900 });
-    await page.goto(server.url + '/', { waitUntil: 'networkidle0' });
+    await page.goto(server.url + '/', { waitUntil: 'load' });
     expect(await page.$$eval('#repos a', (as) => as.map((a) => a.textContent))).toEqual(PUBLIC);
     await shot(page, 'catalog-list-1280');
 
@@ -136,11 +136,11 @@ describe.runIf(ready)('catalog page in chromium', () => {
 
     // The phone width: the same content, no sideways scrolling.
     await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true });
-    await page.reload({ waitUntil: 'networkidle0' });
+    await page.reload({ waitUntil: 'load' });
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     expect(await page.$$eval('#tag-latest .platform', (els) => els.length)).toBe(3);
     await shot(page, 'catalog-repo-390');
-    await page.goto(server.url + '/ui/', { waitUntil: 'networkidle0' });
+    await page.goto(server.url + '/ui/', { waitUntil: 'load' });
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     await shot(page, 'catalog-list-390');
     await context.close();
@@ -161,14 +161,14 @@ describe.runIf(ready)('catalog page in chromium', () => {
 
   it('shows protected repos only after signing in', async () => {
     const anon = await browser.newPage();
-    await anon.goto(server.url + '/ui/', { waitUntil: 'networkidle0' });
+    await anon.goto(server.url + '/ui/', { waitUntil: 'load' });
     expect(await anon.$$eval('#repos a', (as) => as.map((a) => a.textContent))).not.toContain('secret/app');
     await anon.close();
 
     const context = await browser.createBrowserContext();
     const page = await context.newPage();
     await page.authenticate({ username: 'alice', password: 's3cret' });
-    await page.goto(server.url + '/ui/', { waitUntil: 'networkidle0' });
+    await page.goto(server.url + '/ui/', { waitUntil: 'load' });
     await Promise.all([page.waitForNavigation(), page.click('a[href="/ui/login"]')]);
     expect(new URL(page.url()).pathname).toBe('/ui/');
     expect(await page.$eval('.account', (e) => e.textContent)).toContain('alice');
@@ -198,7 +198,7 @@ describe.runIf(ready)('catalog page in chromium', () => {
 
     // Search as you type on the static copy, from its names.json.
     const page = await browser.newPage();
-    await page.goto(nginx.url + '/ui/', { waitUntil: 'networkidle0' });
+    await page.goto(nginx.url + '/ui/', { waitUntil: 'load' });
     await page.type('#q', 'team');
     await page.waitForFunction("document.querySelectorAll('#repos li').length === 2");
     expect(await page.$$eval('#repos a', (as) => as.map((a) => a.textContent))).toEqual(['team/api', 'team/web']);
