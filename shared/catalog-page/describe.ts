@@ -73,8 +73,10 @@ export async function describeRepo(f: RepoFacts): Promise<RepoView> {
     let p = parsed.get(digest);
     if (!p) {
       const facts = f.manifests.get(digest);
-      // A child an index names but that isn't published (a pull-through cache fills it on demand).
-      p = facts ? f.readManifest(digest).then((b) => parseManifest(b, facts.mediaType)).catch(() => undefined) : Promise.resolve(undefined);
+      // A child an index names but that isn't published (a pull-through cache fills it on demand)
+      // has no size yet. A published manifest that can't be read is an error (a damaged master),
+      // not a page that quietly says "not published".
+      p = facts ? f.readManifest(digest).then((b) => parseManifest(b, facts.mediaType)) : Promise.resolve(undefined);
       parsed.set(digest, p);
     }
     return p;
