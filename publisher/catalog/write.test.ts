@@ -58,4 +58,15 @@ describe('writeStaticCatalog', () => {
     expect(list).toContain('pub/one');
     expect(list).not.toContain('pub/two');
   });
+
+  it('a damaged master fails the run naming the file, and the previous copy stays served', async () => {
+    const l = layout(tree.config.root);
+    const before = await servedCatalog(tree.config);
+    const master = await fs.realpath(l.web('pub/one'));
+    const manifest = path.join(master, 'manifests', 'oci', tree.images.get('pub/one:v1')!.digest);
+    await fs.rm(manifest);
+    await expect(writeStaticCatalog(tree.config, log)).rejects.toThrow(manifest);
+    expect(await servedCatalog(tree.config)).toBe(before);
+    expect((await fs.readdir(catalogPaths(l).versions)).some((e) => e.startsWith(TMP_PREFIX))).toBe(false);
+  });
 });
