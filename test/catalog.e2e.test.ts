@@ -107,6 +107,11 @@ describe.runIf(ready)('catalog page in chromium', () => {
     await page.goto(server.url + '/', { waitUntil: 'load' });
     expect(await page.$$eval('#repos a', (as) => as.map((a) => a.textContent))).toEqual(PUBLIC);
     await shot(page, 'catalog-list-1280');
+    // Keyboard: the first Tab reaches the skip link, which moves focus to the main landmark.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate('document.activeElement.textContent')).toBe('Skip to content');
+    await page.keyboard.press('Enter');
+    expect(await page.evaluate('document.activeElement.id')).toBe('main');
 
     await page.type('#q', 'hell');
     await page.waitForFunction("document.querySelectorAll('#repos li').length === 1");
