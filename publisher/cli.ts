@@ -13,6 +13,7 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('--dry-run', 'show what would change; fetch and write nothing')
     .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
     .option('--log-format <format>', 'text or json', 'text')
+    .option('--catalog', 'also write the static catalog page (public repos) into <root>/published/ui')
     .action(async (repos: string[], o) => {
       const [{ loadConfigOrExit, parseWait }, { createLogger }, { exitCodeFor, runPublish }] = await Promise.all([
         import('../shared/cli-util.js'),
@@ -35,7 +36,9 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
         progress: !json && process.stderr.isTTY,
         print: json ? undefined : (line, isError) => (isError ? console.error(line) : console.log(line)),
       });
-      setExit(exitCodeFor(outcomes));
+      // The catalog is written after the repos, from what is published now (even if a repo failed).
+      const catalog = (o.catalog || config.catalog) && !o.dryRun ? await (await import('./catalog/cli-step.js')).catalogStep(config, log, parseWait(o.wait), json) : 0;
+      setExit(exitCodeFor(outcomes) || catalog);
     });
 
   program

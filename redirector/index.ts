@@ -137,7 +137,7 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
     has: (name) => appNames.has(name) || crane.has(name),
     load,
     names,
-    visibleNames: (authed) => (crane.pending() ? crane.ready.then(() => visible(names(), authed)) : visible(names(), authed)),
+    visibleNames: (authed, among) => (crane.pending() ? crane.ready.then(() => visible(among ?? names(), authed)) : visible(among ?? names(), authed)),
     cachedManifest: bytes.cached,
     readManifest: bytes.read,
     size: () => (crane.names().length ? names().length : appNames.size),

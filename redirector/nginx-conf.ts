@@ -38,6 +38,7 @@
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
 import { MANIFEST_DIR, REDIRECT_FILE_NAME, repoKey } from '../shared/layout.js';
+import { CATALOG_CSP } from '../shared/catalog-page/assets.js';
 import { DIGEST_NAME_PATTERN, IMMUTABLE_CACHE_CONTROL, JSON_TYPE, MUTABLE_CACHE_CONTROL, OCTET_STREAM } from './files.js';
 
 export interface NginxConfOptions {
@@ -74,6 +75,30 @@ function tlsDirectives(config: Config): string[] {
 }
 
 export const DEFAULT_NGINX_PREFIX = '/published';
+
+/**
+ * The static catalog page that `derrick publish --catalog` keeps at <published>/ui (a symlink
+ * swapped like web/<key>): public repos only, so open to everyone. Nothing under it is a repo's
+ * file; the redirect files stay under app/, which is never served.
+ */
+function catalogLocations(w: (indent: number, line: string) => void, publishedDir: string): void {
+  w(1, '# The static catalog page (derrick publish --catalog): public repos only.');
+  w(1, 'location = / { return 302 /ui/; }');
+  w(1, 'location ^~ /ui/ {');
+  w(2, `alias ${quote(publishedDir + '/ui/', 'published directory')};`);
+  w(2, 'disable_symlinks off;  # ui is a symlink into ui.d/');
+  w(2, 'index index.html;');
+  w(2, 'types { text/html html; text/css css; text/javascript js; application/json json; }');
+  w(2, `default_type ${OCTET_STREAM};`);
+  w(2, 'charset utf-8;');
+  w(2, 'charset_types text/css text/javascript application/json;');
+  w(2, 'add_header Cache-Control "no-cache";');
+  w(2, 'add_header X-Content-Type-Options nosniff;');
+  w(2, `add_header Content-Security-Policy "${CATALOG_CSP}";`);
+  w(2, 'location ~ "/\\." { return 404; }');
+  w(1, '}');
+  w(1, '');
+}
 
 /** A double-quoted nginx string. `$` cannot be escaped in nginx, so values with one are refused. */
 function quote(value: string, what: string): string {
@@ -259,6 +284,7 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
     w(1, '}');
     w(1, '');
   }
+  catalogLocations(w, publishedDir);
   w(1, 'location / {');
   w(2, 'return 404;');
   w(1, '}');

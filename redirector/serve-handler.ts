@@ -17,6 +17,8 @@ import type { PullThrough } from './pull-through/pull-through.js';
 import type { Policy } from './pull-through/routes.js';
 import { writeReply, type Reply } from './reply.js';
 import { readTarget } from './request-target.js';
+import type { UiRequest } from './ui/handler.js';
+import { isUiPath } from './ui/path.js';
 import { FILES_PREFIX } from './urls.js';
 import { createV2Handler } from './v2.js';
 
@@ -132,6 +134,28 @@ export async function createServeHandler(config: Config, opts: HandlerOptions): 
     );
   };
 
+  // The catalog page (/ and /ui/...), loaded on its first request like the fallback.
+  let ui: Promise<(r: UiRequest) => Promise<Reply>> | undefined;
+  const viaUi = (req: http.IncomingMessage, res: http.ServerResponse, method: string, target: string, host: string | undefined) => {
+    ui ??= import('./ui/handler.js').then((m) =>
+      m.createUiHandler({
+        index, auth, anonymous: s.anonymous, log,
+        routes: config.upstreams.map((u) => ({ prefix: u.prefix, upstream: u.url })),
+        matchRoute: (name) => {
+          const m = pullThrough?.match(name);
+          return m && { prefix: m.route.cfg.prefix, upstream: m.route.cfg.url, upstreamRepo: m.upstreamRepo };
+        },
+      }),
+    );
+    ui.then((h) => h({ method, target, header: (n) => headerValue(req.headers[n]), remoteAddress: () => req.socket.remoteAddress, origin: origin(req, host) }))
+      .then((r) => writeReply(res, r))
+      .catch((err: Error) => {
+        log.error({ err: err.message, target }, 'catalog page failed');
+        if (!res.headersSent) res.writeHead(500, { 'Content-Length': '0' });
+        res.end();
+      });
+  };
+
   /** Redirects to a path (the embedded file server's) leave with an absolute Location. */
   const send = (req: http.IncomingMessage, res: http.ServerResponse, host: string | undefined, r: Reply) => {
     if (!hasRelativeLocation(r)) return writeReply(res, r);
@@ -167,6 +191,7 @@ export async function createServeHandler(config: Config, opts: HandlerOptions): 
       );
       return;
     }
+    if (isUiPath(target)) return viaUi(req, res, method, target, t.host);
     req.url = target;
     viaFallback(req, res);
   };

@@ -176,6 +176,8 @@ export const ConfigSchema = z
     serve: serve.default(serve.parse({})),
     upstreams: z.array(upstream).default([]),
     cache: cache.default(cache.parse({})),
+    /** Every `derrick publish` also writes the static catalog page (as --catalog). */
+    catalog: z.boolean().default(false),
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -56,8 +56,12 @@ export interface RepoIndex {
   load(name: string): Promise<IndexedRepo | undefined>;
   /** Every published name, sorted. */
   names(): string[];
-  /** The names an (un)authenticated client may see in _catalog; a Promise while some are unknown. */
-  visibleNames(authenticated: boolean): string[] | Promise<string[]>;
+  /**
+   * The names an (un)authenticated client may see in _catalog; a Promise while some are unknown.
+   * `among`: only these (sorted, published) names, so a page of the catalog page learns the
+   * protection of the names it shows rather than of every name.
+   */
+  visibleNames(authenticated: boolean, among?: string[]): string[] | Promise<string[]>;
   /** A manifest's bytes when they are in the byte cache. */
   cachedManifest(version: RepoVersion, digest: string): Buffer | undefined;
   /** A manifest's bytes from the master (verified against the digest on the way in). */
