@@ -50,10 +50,14 @@ export async function servedPublish(l: Layout, name: string): Promise<Served> {
   return { cur, master: cur.web, tags: d.tags, protected: file.protected };
 }
 
-/** The tag -> digest map the last sync recorded, read without parsing the rest of the state. */
-export function recordedTags(l: Layout, name: string): Record<string, string> | undefined {
-  const tags = readJson(l.repoState(name))?.tags;
-  return isTagMap(tags) ? tags : undefined;
+/**
+ * The tag -> digest map the last sync recorded, and the manifests it found (whose referrer tags
+ * the check resolves too), read without validating the rest of the state.
+ */
+export function recordedSync(l: Layout, name: string): { tags?: Record<string, string>; manifests: string[] } {
+  const state = readJson(l.repoState(name));
+  const tags = state?.tags;
+  return { tags: isTagMap(tags) ? tags : undefined, manifests: isObject(state?.manifests) ? Object.keys(state.manifests) : [] };
 }
 
 export function sameTags(a: Record<string, string>, b: Record<string, string>): boolean {
