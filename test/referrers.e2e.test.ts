@@ -317,6 +317,21 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
     });
   });
 
+  it('a source with the referrers API (derrick itself) is asked for referrers no tag names', async () => {
+    // layout/app's SBOM has no tag anywhere: only the referrers API of the serve above tells of it.
+    const chainCfg = path.join(tmp.dir, 'chain.yaml');
+    await fs.writeFile(chainCfg, JSON.stringify({
+      root: path.join(tmp.dir, 'chain-var'),
+      repos: [{ name: 'chain/app', from: `docker://${serve.host}/layout/app`, 'tls-verify': false }],
+    }));
+    const pub = await derrick(['publish', '-c', chainCfg]);
+    expect(pub.code, pub.stderr + pub.stdout).toBe(0);
+    const app = JSON.parse(await fs.readFile(layout(path.join(tmp.dir, 'chain-var')).app('chain/app'), 'utf8'));
+    expect(app.derrick.tags).toEqual({ v1: img.layout!.digest });
+    expect(app.derrick.referrers[img.layout!.digest]).toEqual([expect.objectContaining({ digest: img.layoutSbom!.digest, artifactType: SBOM_TYPE })]);
+    expect(app.derrick.manifests[img.layoutSbom!.digest]).toBeDefined();
+  });
+
   it('retention: when v1 moves to an unsigned image, its signature, SBOM and their tags go with it', async () => {
     // Move src/app:v1 to v2's (unsigned) manifest.
     const v2 = await fetchManifest(reg.host, 'src/app', 'v2');
@@ -334,5 +349,16 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
     // A second run with nothing new at the source is the cheap no-op.
     const again = await derrick(['publish', '-c', cfgFile, 'signed/app']);
     expect(again.stdout).toMatch(/signed\/app: unchanged/);
+  });
+
+  it('a signature added at the source to a published image comes with the next run', async () => {
+    // After the move above, v1 and v2 name the same unsigned image; sign it.
+    await pushSignature(reg.url, 'src/app', identity('src/app'), img.v2!.digest, keys.key);
+    const pub = await derrick(['publish', '-c', cfgFile, 'signed/app']);
+    expect(pub.stdout).toMatch(/signed\/app: published/);
+    expect((await getJson(serve.url, '/v2/signed/app/tags/list')).body.tags).toContain(sigTag(img.v2!.digest));
+    expect(await sigstoreRefusal(fetcher(serve.url, 'signed/app'), identity('src/app'), img.v2!.digest, keys.pub)).toBeUndefined();
+    const r = await derrick(['status', '-c', cfgFile, '--json']);
+    expect((JSON.parse(r.stdout) as { repos: Array<{ repo: string; signed: number }> }).repos.find((x) => x.repo === 'signed/app')!.signed).toBe(3);
   });
 });
