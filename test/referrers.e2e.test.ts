@@ -87,7 +87,7 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
         { name: 'plain/app', from: `docker://${reg.host}/src/app`, tags: ['v1'], 'tls-verify': false, referrers: false },
         { name: 'layout/app', from: `oci:${path.join(tmp.dir, 'layout-sbom')}` },
       ],
-      upstreams: [{ prefix: 'up', url: reg.url, 'tag-ttl': '1h' }],
+      upstreams: [{ prefix: 'up', url: reg.url, 'tag-ttl': '1h' }, { prefix: 'noref', url: reg.url, referrers: false }],
       serve: { blobs },
     });
 
@@ -171,6 +171,9 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
     expect(body.tags).not.toContain(sigTag(img.next!.digest));
     expect((await getJson(serve.url, '/v2/plain/app/tags/list')).body.tags).toEqual(['v1']);
     expect((await getJson(serve.url, `/v2/plain/app/referrers/${img.v1!.digest}`)).body.manifests).toEqual([]);
+    // The published tree with its referrers is complete and hashes right.
+    const verify = await derrick(['verify', '--deep', '-c', cfgFile]);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 
   it('the referrers API lists the SBOM and the signature, and filters by artifactType', async () => {
@@ -230,7 +233,7 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
   describe('embedded blobs', () => {
     clientChecks('embedded', () => serve.url, () => serve.host);
 
-    it.skipIf(!hasPodman)('podman pulls the signed image and its signature tag', async () => {
+    it.skipIf(!hasPodman)('podman pulls the signed image through derrick', async () => {
       const runroot = await fs.mkdtemp('/tmp/prun-');
       const store = path.join(tmp.dir, 'podman');
       const podman = (...args: string[]) =>
@@ -314,6 +317,14 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
       // Unsigned and tampered stay refused through the cache too.
       expect(await sigstoreRefusal(f, identity('src/app'), img.v2!.digest, keys.pub)).toMatch(/no signature exists/);
       expect(await sigstoreRefusal(f, identity('src/app'), img.v3!.digest, keys.pub)).toMatch(/verification failed/);
+    });
+
+    it('an upstream with referrers: false neither lists nor serves referrer tags', async () => {
+      const tag = sigTag(img.v1!.digest);
+      const r = await rawRequest(serve.url, `/v2/noref/src/app/manifests/${tag}`, { headers: { Accept: ACCEPT } });
+      expect(r.status).toBe(404);
+      expect(JSON.parse(r.body.toString()).errors[0].code).toBe('MANIFEST_UNKNOWN');
+      expect((await getJson(serve.url, '/v2/noref/src/app/tags/list')).body.tags).toEqual(['next', 'v1', 'v2', 'v3']);
     });
   });
 
