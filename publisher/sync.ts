@@ -174,10 +174,9 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   const referrerTagDigests: Record<string, string> = {};
   /** Indexes of the referrers tag schema: lists, not content, so nobody is asked about their referrers. */
   const tagSchemaIndexes = new Set<string>();
-  const addReferrer = (subject: string, d: Descriptor | Referrer) => {
+  const addReferrer = (subject: string, d: Referrer) => {
     const list = (referrers[subject] ??= []);
-    // A referrers descriptor carries no platform; the rest is the redirect file's descriptor.
-    if (!list.some((x) => x.digest === d.digest)) list.push({ ...d, platform: undefined } as Referrer);
+    if (!list.some((x) => x.digest === d.digest)) list.push(d);
   };
   /** Brings in what refers to `subject` at the source, and (through visit) what refers to those. */
   const bringReferrers = async (subject: string) => {

@@ -176,7 +176,7 @@ export function referrerTagsOf(digest: string): string[] {
 }
 
 /** The descriptor a referrers index lists for a manifest: its artifactType and annotations go with it. */
-export function referrerDescriptor(digest: string, size: number, parsed: ParsedManifest): Descriptor {
+export function referrerDescriptor(digest: string, size: number, parsed: ParsedManifest): Omit<Descriptor, 'platform'> {
   return {
     mediaType: parsed.mediaType,
     digest,

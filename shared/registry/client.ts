@@ -388,8 +388,11 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
       try {
         sent = await send(call);
       } catch (err) {
-        // No such route: 404 from most, 400 or 405 from some. Auth and rate limits stay errors.
-        const noRoute = isUpstreamError(err) && (err.kind === 'not-found' || (err.kind === 'invalid' && (err.status === 400 || err.status === 405)));
+        // No such route: 404 from most, 400 or 405 from some, 401 or 403 from those that guard
+        // every unknown path. Outages and rate limits stay errors: they are not an answer.
+        const noRoute = isUpstreamError(err) && (
+          err.kind === 'not-found' || err.kind === 'unauthorized' || err.kind === 'denied' ||
+          (err.kind === 'invalid' && (err.status === 400 || err.status === 405)));
         if (noRoute) return undefined;
         throw err;
       }
