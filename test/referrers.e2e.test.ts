@@ -12,6 +12,7 @@ import { generateImage } from '../scripts/gen-image.js';
 import { pushSbom, pushSignature, sigstoreRefusal, SBOM_TYPE, type Fetcher } from './helpers/cosign-sign.js';
 import { derrick, startServe, type ServeProcess } from './helpers/derrick.js';
 import { rawRequest } from './helpers/http.js';
+import { pollUntil } from './helpers/pull-through.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 import { requireTool, run } from './helpers/proc.js';
 import { startRegistry, type Registry } from './helpers/registry.js';
@@ -309,8 +310,15 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
       expect(after - before).toBe(1);
       expect(reg.countRequests('HEAD', `/v2/src/app/manifests/${tag}`) - headsBefore).toBe(1);
       expect(await sigstoreRefusal(f, identity('src/app'), img.v1!.digest, keys.pub)).toBeUndefined();
+      // The referrers API asks the upstream (no referrers API there: the tag schema and cosign's tags).
       const refs = await getJson(serve.url, `/v2/up/src/app/referrers/${img.v1!.digest}`);
-      expect((refs.body.manifests as Descriptor[]).map((d) => d.digest)).toContain(sig.digest);
+      expect((refs.body.manifests as Descriptor[]).map((d) => d.digest).sort()).toEqual([sig.digest, sbom.digest].sort());
+      expect((refs.body.manifests as Descriptor[]).find((d) => d.digest === sbom.digest)).toMatchObject({ artifactType: SBOM_TYPE, annotations: sbom.annotations });
+      const onlySbom = await getJson(serve.url, `/v2/up/src/app/referrers/${img.v1!.digest}?artifactType=${encodeURIComponent(SBOM_TYPE)}`);
+      expect(onlySbom.headers.get('oci-filters-applied')).toBe('artifactType');
+      expect((onlySbom.body.manifests as Descriptor[]).map((d) => d.digest)).toEqual([sbom.digest]);
+      // The SBOM it names is served through the cache, from the same upstream.
+      expect(await f.manifest(sbom.digest)).toEqual((await fetchManifest(reg.host, 'src/app', sbom.digest)).body);
       const tags = (await getJson(serve.url, '/v2/up/src/app/tags/list')).body.tags as string[];
       expect(tags).toContain(tag);
       expect(tags).toContain(indexTag(img.v1!.digest));
@@ -367,7 +375,8 @@ describe.skipIf(!hasTools)('signatures and SBOMs travel with their images', () =
     await pushSignature(reg.url, 'src/app', identity('src/app'), img.v2!.digest, keys.key);
     const pub = await derrick(['publish', '-c', cfgFile, 'signed/app']);
     expect(pub.stdout).toMatch(/signed\/app: published/);
-    expect((await getJson(serve.url, '/v2/signed/app/tags/list')).body.tags).toContain(sigTag(img.v2!.digest));
+    // The serve notices the new publish by a watch (a hint) or its rescan: wait for it.
+    await pollUntil(async () => ((await getJson(serve.url, '/v2/signed/app/tags/list')).body.tags as string[]).includes(sigTag(img.v2!.digest)), 35_000, 'the new publish is served');
     expect(await sigstoreRefusal(fetcher(serve.url, 'signed/app'), identity('src/app'), img.v2!.digest, keys.pub)).toBeUndefined();
     const r = await derrick(['status', '-c', cfgFile, '--json']);
     expect((JSON.parse(r.stdout) as { repos: Array<{ repo: string; signed: number }> }).repos.find((x) => x.repo === 'signed/app')!.signed).toBe(3);
