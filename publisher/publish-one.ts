@@ -13,7 +13,7 @@ import type { Store } from '../shared/publish/store.js';
 import type { RunProgress } from './progress.js';
 import type { SourcePool } from './sources/pool.js';
 import { type FetchPolicy, type SyncStats, SyncError, resolveSelectedTags, syncRepo } from './sync.js';
-import { type Served, recordedTags, sameTags, servedPublish, servesTags } from './up-to-date.js';
+import { type Served, recordedSync, sameTags, servedPublish, servesTags } from './up-to-date.js';
 
 export interface RepoOutcome {
   repo: string;
@@ -59,7 +59,7 @@ async function dryRun(repo: RepoConfig, ctx: RunContext): Promise<Result> {
   const tags =
     ctx.policy === 'no-fetch'
       ? (await storedState(ctx.store, repo.name, await readRepoState(l, repo.name))).tags
-      : digests(await resolveSelectedTags(repo, ctx.sources.sourceFor(repo), ctx.config.concurrency));
+      : digests((await resolveSelectedTags(repo, ctx.sources.sourceFor(repo), ctx.config.concurrency, recordedSync(l, repo.name).manifests)).tags);
   const cur = await currentPublish(l, repo.name);
   const current = (cur.web ? (await readMasterRedirect(l, repo.name, cur.web))?.derrick?.tags : undefined) ?? {};
   const changed = [...new Set([...Object.keys(tags), ...Object.keys(current)])].filter((t) => tags[t] !== current[t]).sort();
@@ -70,14 +70,14 @@ async function dryRun(repo: RepoConfig, ctx: RunContext): Promise<Result> {
 /** The state to publish, or undefined when the repo is up to date (see up-to-date.ts). */
 async function stateToPublish(repo: RepoConfig, ctx: RunContext, served: Served): Promise<{ state: RepoState; stats?: SyncStats } | undefined> {
   const l = ctx.store.layout;
-  const recorded = recordedTags(l, repo.name);
+  const { tags: recorded, manifests: recordedManifests } = recordedSync(l, repo.name);
   if (ctx.policy === 'no-fetch') {
     if (recorded && servesTags(served, recorded, repo.protected)) return undefined;
     return { state: await storedState(ctx.store, repo.name, readRepoStateSync(l, repo.name)), stats: undefined };
   }
   const source = ctx.sources.sourceFor(repo);
-  const resolved = ctx.policy === 'force-fetch' ? undefined : await resolveSelectedTags(repo, source, ctx.config.concurrency);
-  if (resolved && recorded && sameTags(digests(resolved), recorded) && servesTags(served, recorded, repo.protected)) return undefined;
+  const resolved = ctx.policy === 'force-fetch' ? undefined : await resolveSelectedTags(repo, source, ctx.config.concurrency, recordedManifests);
+  if (resolved && recorded && sameTags(digests(resolved.tags), recorded) && servesTags(served, recorded, repo.protected)) return undefined;
   let prev: RepoState | undefined;
   try {
     prev = readRepoStateSync(l, repo.name);

@@ -2,13 +2,18 @@
 import type { Config } from '../shared/config.js';
 import { layout as makeLayout, masterNameDate, repoNameFromKey } from '../shared/layout.js';
 import { formatBytes } from '../shared/units.js';
+import { parseReferrerTag, referrerTagsOf } from '../shared/oci.js';
+import type { RedirectFile } from '../shared/redirect-file.js';
 import { currentPublish, readMasterRedirect } from '../shared/publish/current.js';
 import { readdirOrEmpty } from '../shared/publish/fsutil.js';
 import { readRepoState } from '../shared/publish/repo-state.js';
 
 export interface StatusRow {
   repo: string;
+  /** Image tags: referrer tags (`sha256-<hex>.sig`, ...) are counted in `signed`, not here. */
   tags: number;
+  /** Image tags whose image (or one of its platform images) has a signature published with it. */
+  signed: number;
   published: string;
   size: number;
   state: string;
@@ -43,7 +48,7 @@ export async function repoStatus(config: Config): Promise<StatusRow[]> {
     else if (!config.repos.some((r) => r.name === name)) state += ' (not in config)';
     rows.push({
       repo: name,
-      tags: d ? Object.keys(d.tags).length : 0,
+      ...(d ? signedCount(d) : { tags: 0, signed: 0 }),
       published: cur.web ? masterNameDate(cur.web).toISOString() : '-',
       size,
       state,
@@ -51,6 +56,24 @@ export async function repoStatus(config: Config): Promise<StatusRow[]> {
     });
   }
   return rows;
+}
+
+/** Signature artifact types: cosign's (OCI 1.1 mode) and notation's. */
+const SIGNATURE_TYPE_RE = /^application\/vnd\.(dev\.cosign\.artifact\.sig|cncf\.notary\.signature)/;
+
+/** A repo's image tags, and how many of them are signed: a cosign `.sig` tag or a signature referrer. */
+export function signedCount(d: NonNullable<RedirectFile['derrick']>): { tags: number; signed: number } {
+  const isSigned = (digest: string) =>
+    referrerTagsOf(digest).some((t) => t.endsWith('.sig') && d.tags[t] !== undefined) ||
+    (d.referrers[digest] ?? []).some((r) => SIGNATURE_TYPE_RE.test(r.artifactType ?? ''));
+  let tags = 0;
+  let signed = 0;
+  for (const [tag, digest] of Object.entries(d.tags)) {
+    if (parseReferrerTag(tag)) continue;
+    tags++;
+    if (isSigned(digest) || (d.manifests[digest]?.children ?? []).some((c) => isSigned(c.digest))) signed++;
+  }
+  return { tags, signed };
 }
 
 /** What the pull-through cache holds, counted as eviction counts it: shared blobs once. */
@@ -62,7 +85,7 @@ export async function cacheUsage(config: Config, rows: StatusRow[]): Promise<Cac
     const cur = await currentPublish(l, r.repo);
     const d = cur.web ? (await readMasterRedirect(l, r.repo, cur.web))?.derrick : undefined;
     if (!d) continue;
-    images += Object.keys(d.tags).length;
+    images += signedCount(d).tags;
     for (const [dg, m] of Object.entries(d.manifests)) sizes.set(dg, m.size);
     for (const [dg, n] of Object.entries(d.blobs)) sizes.set(dg, n);
   }
@@ -72,8 +95,8 @@ export async function cacheUsage(config: Config, rows: StatusRow[]): Promise<Cac
 }
 
 export function formatStatusTable(rows: StatusRow[]): string {
-  const head = ['REPO', 'TAGS', 'PUBLISHED', 'SIZE', 'STATE'];
-  const body = rows.map((r) => [r.repo, String(r.tags), r.published, r.size ? formatBytes(r.size) : '-', r.state]);
+  const head = ['REPO', 'TAGS', 'SIGNED', 'PUBLISHED', 'SIZE', 'STATE'];
+  const body = rows.map((r) => [r.repo, String(r.tags), String(r.signed), r.published, r.size ? formatBytes(r.size) : '-', r.state]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const fmt = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [fmt(head), ...body.map(fmt)].join('\n');

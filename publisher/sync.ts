@@ -2,11 +2,12 @@
 // store now holds for it (a RepoState). Publishing reads only that state and the store.
 import picomatch from 'picomatch';
 import type { RepoConfig } from '../shared/config.js';
-import { type Descriptor, parseManifest, isManifestType } from '../shared/oci.js';
+import { type Descriptor, parseManifest, isManifestType, REFERRER_TAG_RE, referrerDescriptor, referrerTagsOf } from '../shared/oci.js';
 import type { ManifestEntry } from '../shared/redirect-file.js';
 import { mapLimit } from '../shared/publish/fsutil.js';
 import type { RepoState } from '../shared/publish/repo-state.js';
 import type { Source } from './sources/source.js';
+import { referrerDiscovery } from './referrers.js';
 import { DigestMismatchError, type Store } from '../shared/publish/store.js';
 import { isNetworkError } from '../shared/registry/retry.js';
 
@@ -55,13 +56,25 @@ const failedAt = (repo: string, what: string, digest?: string) => (err: unknown)
   throw new SyncError(repo, `${what}: ${(err as Error).message}`, digest);
 };
 
-/** The source's tags that the repo's tags/exclude globs select, sorted; none is an error. */
-export async function listSelectedTags(repo: RepoConfig, source: Source): Promise<string[]> {
+/**
+ * The source's tags that the repo's tags/exclude globs select, sorted; none is an error. When the
+ * repo mirrors referrers, referrer tags (`sha256-<hex>`, `.sig`, ...) are never selected by a glob:
+ * they come with their subject, and only while it is published.
+ */
+export async function listSelectedTags(repo: RepoConfig, source: Source): Promise<{ selected: string[]; referrerTags: Set<string> }> {
   const wanted = tagFilter(repo.tags, repo.exclude);
   const all = await source.listTags().catch(failedAt(repo.name, `listing tags of ${source.description}`));
-  const tags = all.filter(wanted).sort();
+  const referrerTags = new Set(repo.referrers ? all.filter((t) => REFERRER_TAG_RE.test(t)) : []);
+  const tags = all.filter((t) => !referrerTags.has(t) && wanted(t)).sort();
   if (tags.length === 0) throw new SyncError(repo.name, `no tags of ${source.description} match ${JSON.stringify(repo.tags)}`);
-  return tags;
+  return { selected: tags, referrerTags };
+}
+
+export interface ResolvedTags {
+  /** The selected tags, and the referrer tags of the manifests the last sync found, with what they point at now. */
+  tags: Map<string, Descriptor>;
+  /** Every referrer tag the source lists (none when the repo does not mirror referrers). */
+  referrerTags: Set<string>;
 }
 
 /**
@@ -69,10 +82,15 @@ export async function listSelectedTags(repo: RepoConfig, source: Source): Promis
  * HEAD for a registry, a lookup in the once-read index.json for a layout). This is the whole
  * of what a run where nothing changed asks the source.
  */
-export async function resolveSelectedTags(repo: RepoConfig, source: Source, concurrency: number): Promise<Map<string, Descriptor>> {
-  const tags = await listSelectedTags(repo, source);
+export async function resolveSelectedTags(
+  repo: RepoConfig, source: Source, concurrency: number,
+  /** The manifests the last sync found: their referrer tags are resolved too, so a new signature is a change. */
+  knownManifests: Iterable<string> = [],
+): Promise<ResolvedTags> {
+  const { selected, referrerTags } = await listSelectedTags(repo, source);
+  const tags = [...selected, ...[...new Set(knownManifests)].flatMap(referrerTagsOf).filter((t) => referrerTags.has(t))];
   const found = await mapLimit(tags, concurrency * 2, (tag) => source.resolveTag(tag).catch(failedAt(repo.name, `resolving tag ${tag}`)));
-  return new Map(tags.map((t, i) => [t, found[i]!]));
+  return { tags: new Map(tags.map((t, i) => [t, found[i]!])), referrerTags };
 }
 
 export interface SyncOptions {
@@ -84,7 +102,7 @@ export interface SyncOptions {
   concurrency: number;
   progress?: SyncProgress;
   /** The tags as resolveSelectedTags found them moments ago, so they are not asked for twice. */
-  resolved?: Map<string, Descriptor>;
+  resolved?: ResolvedTags;
   /** Blob downloads running in this run, by digest, shared by the repos syncing at once. */
   blobsInFlight?: Map<string, Promise<void>>;
 }
@@ -96,8 +114,11 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   const wrap = (what: string, digest?: string) => failedAt(repo.name, what, digest);
 
   // --force-fetch GETs every tag's manifest instead of resolving it first.
-  const resolved = force ? undefined : (opts.resolved ?? (await resolveSelectedTags(repo, source, concurrency)));
-  const tags = resolved ? [...resolved.keys()] : await listSelectedTags(repo, source);
+  const found = force ? undefined : (opts.resolved ?? (await resolveSelectedTags(repo, source, concurrency, Object.keys(prev?.manifests ?? {}))));
+  const listed = found ? undefined : await listSelectedTags(repo, source);
+  const referrerTags = found?.referrerTags ?? listed!.referrerTags;
+  const resolved = found && new Map([...found.tags].filter(([t]) => !referrerTags.has(t)));
+  const tags = resolved ? [...resolved.keys()] : listed!.selected;
   stats.tags = tags.length;
 
   /** Makes sure a manifest is in the store, fetching it when missing (or always, when forced). */
@@ -146,6 +167,33 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
   for (const [subject, list] of Object.entries(prev?.referrers ?? {})) {
     for (const d of list) prevReferrers.set(d.digest, [...(prevReferrers.get(d.digest) ?? []), [subject, d]]);
   }
+  const discover = repo.referrers
+    ? referrerDiscovery({ source, referrerTags, resolved: found?.tags ?? new Map(), wrap })
+    : undefined;
+  /** Referrer tags found, as the source had them: published beside the selected tags. */
+  const referrerTagDigests: Record<string, string> = {};
+  /** Indexes of the referrers tag schema: lists, not content, so nobody is asked about their referrers. */
+  const tagSchemaIndexes = new Set<string>();
+  const addReferrer = (subject: string, d: Referrer) => {
+    const list = (referrers[subject] ??= []);
+    if (!list.some((x) => x.digest === d.digest)) list.push(d);
+  };
+  /** Brings in what refers to `subject` at the source, and (through visit) what refers to those. */
+  const bringReferrers = async (subject: string) => {
+    const list = await discover!(subject);
+    await mapLimit(list, concurrency, async (f) => {
+      const digest = await ensureManifest(f.tag ?? f.desc.digest, f.desc.digest);
+      if (f.tag) referrerTagDigests[f.tag] = digest;
+      if (f.kind === 'index') tagSchemaIndexes.add(digest);
+      await visit(digest, f.desc.mediaType);
+      // cosign's manifests have no subject field: the tag is what ties them to the image, so
+      // the referrers API lists them under the subject the tag names.
+      if (f.kind && f.kind !== 'index') {
+        const bytes = await store.read(digest);
+        addReferrer(subject, referrerDescriptor(digest, bytes.length, parseManifest(bytes, f.desc.mediaType)));
+      }
+    });
+  };
   const visitChildren = (digest: string, children: Descriptor[]) =>
     mapLimit(children, concurrency, async (child) => {
       if (!isManifestType(child.mediaType)) {
@@ -154,7 +202,14 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       await ensureManifest(child.digest, child.digest);
       await visit(child.digest, child.mediaType);
     });
-  const visit = async (digest: string, hint?: string): Promise<void> => {
+  // One walk per manifest, however many ways it is reached (a tag, an index, a referrer).
+  const visits = new Map<string, Promise<void>>();
+  const visit = (digest: string, hint?: string): Promise<void> => {
+    let v = visits.get(digest);
+    if (!v) visits.set(digest, (v = visitOnce(digest, hint).then(() => (discover && !tagSchemaIndexes.has(digest) ? bringReferrers(digest) : undefined))));
+    return v;
+  };
+  const visitOnce = async (digest: string, hint?: string): Promise<void> => {
     if (manifests[digest]) return;
     // Unchanged since the last sync: its entry and blob list are known, so skip reading it.
     const known = !force ? prev?.manifests[digest] : undefined;
@@ -163,7 +218,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       manifests[digest] = known;
       manifestBlobs[digest] = knownBlobs;
       for (const b of knownBlobs) blobs.set(b, { digest: b, size: prev!.blobs[b]!, mediaType: '' });
-      for (const [subject, d] of prevReferrers.get(digest) ?? []) (referrers[subject] ??= []).push(d);
+      for (const [subject, d] of prevReferrers.get(digest) ?? []) addReferrer(subject, d);
       const children = (known.children ?? []).map((c) => ({ digest: c.digest, size: 0, mediaType: prev!.manifests[c.digest]?.mediaType ?? '' }));
       await visitChildren(digest, children);
       return;
@@ -181,15 +236,7 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
       entry.children = parsed.manifests.map((c) => ({ digest: c.digest, ...(c.platform ? { platform: { ...c.platform } } : {}) }));
     }
     manifests[digest] = entry;
-    if (parsed.subject) {
-      (referrers[parsed.subject.digest] ??= []).push({
-        mediaType: parsed.mediaType,
-        digest,
-        size: bytes.length,
-        ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
-        ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-      });
-    }
+    if (parsed.subject) addReferrer(parsed.subject.digest, referrerDescriptor(digest, bytes.length, parsed));
     for (const b of parsed.blobs) blobs.set(b.digest, b);
     manifestBlobs[digest] = parsed.blobs.map((b) => b.digest);
     await visitChildren(digest, parsed.manifests);
@@ -256,10 +303,13 @@ export async function syncRepo(opts: SyncOptions): Promise<{ state: RepoState; s
     source: source.description,
     lastSync: new Date().toISOString(),
     etags: {},
-    tags: Object.fromEntries(Object.entries(tagDigests).sort()),
+    tags: Object.fromEntries(Object.entries({ ...tagDigests, ...referrerTagDigests }).sort()),
     manifests: Object.fromEntries(Object.entries(manifests).sort()),
     blobs: blobSizes,
-    referrers,
+    // Sorted, so a sync that found the same things writes the same state (discovery runs concurrently).
+    referrers: Object.fromEntries(
+      Object.entries(referrers).sort().map(([subject, list]) => [subject, [...list].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0))]),
+    ),
     manifestBlobs: Object.fromEntries(Object.entries(manifestBlobs).sort()),
   };
   return { state, stats };

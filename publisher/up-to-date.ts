@@ -1,14 +1,18 @@
 // The cheap check of a run where nothing changed. A repo is up to date when
 //   1. what its source says now for the selected tags (the tag list filtered by tags/exclude,
 //      then one resolve per tag: a HEAD for a registry, a lookup in the once-read index.json
-//      for a layout) is exactly the tag -> digest map the last sync recorded, and
+//      for a layout), plus the referrer tags (`sha256-<hex>.sig`, ...) the source has for the
+//      manifests the last sync found, is exactly the tag -> digest map the last sync recorded, and
 //   2. web/ and app/ both point at one publish whose redirect file has those same tags and the
 //      repo's `protected` setting.
 // Sound because a manifest digest names its bytes, and so its children and blobs: equal digests
 // mean equal content, which the last sync stored and verified (gc keeps whatever a repo state
 // names). A moved tag changes a digest, a new or deleted tag or a tags/exclude change changes the
-// key set, and a `protected` change differs from the served file; each fails the check and the
-// repo takes the full path. --force-fetch never takes this path.
+// key set (so does a signature added to a published image), and a `protected` change differs
+// from the served file; each fails the check and the repo takes the full path. --force-fetch
+// never takes this path. Not seen here: a referrer that only the source's referrers API lists,
+// added to an unchanged image (one more request per manifest per run); it comes with the next
+// change or --force-fetch.
 //
 // Both files are read with synchronous calls and checked only for the fields used here (the
 // full schemas cost more than everything else a no-op does). They are derrick's own files,
@@ -50,10 +54,14 @@ export async function servedPublish(l: Layout, name: string): Promise<Served> {
   return { cur, master: cur.web, tags: d.tags, protected: file.protected };
 }
 
-/** The tag -> digest map the last sync recorded, read without parsing the rest of the state. */
-export function recordedTags(l: Layout, name: string): Record<string, string> | undefined {
-  const tags = readJson(l.repoState(name))?.tags;
-  return isTagMap(tags) ? tags : undefined;
+/**
+ * The tag -> digest map the last sync recorded, and the manifests it found (whose referrer tags
+ * the check resolves too), read without validating the rest of the state.
+ */
+export function recordedSync(l: Layout, name: string): { tags?: Record<string, string>; manifests: string[] } {
+  const state = readJson(l.repoState(name));
+  const tags = state?.tags;
+  return { tags: isTagMap(tags) ? tags : undefined, manifests: isObject(state?.manifests) ? Object.keys(state.manifests) : [] };
 }
 
 export function sameTags(a: Record<string, string>, b: Record<string, string>): boolean {

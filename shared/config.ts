@@ -87,6 +87,8 @@ const repo = z
     'tls-verify': z.boolean().default(true),
     auth: auth.optional(),
     protected: z.boolean().default(false),
+    /** Mirror what refers to each image (signatures, SBOMs, attestations), whatever the tag globs say. */
+    referrers: z.boolean().default(true),
   })
   .strict();
 
@@ -150,6 +152,8 @@ const upstream = z
     /** How long one upstream request on a client's behalf may take; past it the upstream counts as failed. */
     timeout: duration.default(30_000),
     concurrency: z.number().int().min(1).max(64).default(4),
+    /** Serve the referrer tags (cosign's `.sig`, the tag schema's `sha256-<hex>`) of what it caches. */
+    referrers: z.boolean().default(true),
   })
   .strict();
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { amd64Child, isDigestSyntax, isSha256Digest, isValidName, isValidTag, MediaType, parseManifest, sha256Digest } from './oci.js';
+import { amd64Child, isDigestSyntax, isSha256Digest, isValidName, isValidTag, MediaType, parseManifest, parseReferrerTag, referrerTagsOf, sha256Digest } from './oci.js';
 
 describe('grammars', () => {
   it.each(['a', 'library/alpine', 'a.b/c_d/e__f/g-h', 'x--y', 'a'.repeat(255)])('valid name %s', (n) => expect(isValidName(n)).toBe(true));
@@ -49,4 +49,23 @@ describe('parseManifest', () => {
     expect(() => parseManifest(Buffer.from(JSON.stringify({ mediaType: 'application/x-foo' })))).toThrow(/unsupported/);
     expect(() => parseManifest(Buffer.from(JSON.stringify({ mediaType: MediaType.ociManifest, config: { digest: '../x', size: 1 } })))).toThrow(/malformed/);
   });
+});
+
+describe('referrer tags', () => {
+  const d = sha256Digest('image');
+  const hex = d.slice(7);
+
+  it('names the tag schema index and cosign tags of a digest, and reads the subject back', () => {
+    expect(referrerTagsOf(d)).toEqual([`sha256-${hex}`, `sha256-${hex}.sig`, `sha256-${hex}.att`, `sha256-${hex}.sbom`]);
+    expect(referrerTagsOf(d).map(parseReferrerTag)).toEqual([
+      { subject: d, kind: 'index' }, { subject: d, kind: 'sig' }, { subject: d, kind: 'att' }, { subject: d, kind: 'sbom' },
+    ]);
+    for (const t of referrerTagsOf(d)) expect(isValidTag(t)).toBe(true);
+  });
+
+  it.each(['v1', `sha256-${hex.slice(1)}`, `sha256-${hex}.sig2`, `sha256-${hex.toUpperCase()}.sig`, `sha512-${hex}`, `sha256-${hex}.sig.sig`])(
+    'an ordinary tag: %s', (t) => expect(parseReferrerTag(t)).toBeUndefined(),
+  );
+
+  it('has none for a digest it cannot verify', () => expect(referrerTagsOf('sha512:' + 'a'.repeat(128))).toEqual([]));
 });

@@ -153,3 +153,35 @@ export function parseManifest(bytes: Uint8Array, transportType?: string): Parsed
 export function amd64Child<T extends { platform?: { os: string; architecture: string } }>(manifests: readonly T[]): T | undefined {
   return manifests.find((m) => m.platform?.os === 'linux' && m.platform?.architecture === 'amd64');
 }
+
+/**
+ * Tags that name a subject by its digest instead of naming an image: the OCI referrers tag
+ * schema (`sha256-<hex>`, an index of the subject's referrers) and cosign's conventions
+ * (`sha256-<hex>.sig`, `.att`, `.sbom`, a signature, attestation or SBOM of the subject).
+ */
+export const REFERRER_TAG_RE = /^sha256-([a-f0-9]{64})(?:\.(sig|att|sbom))?$/;
+
+/** The subject digest a referrer tag names, and whether it is the tag schema's index or one of cosign's. */
+export function parseReferrerTag(tag: string): { subject: string; kind: 'index' | 'sig' | 'att' | 'sbom' } | undefined {
+  const m = REFERRER_TAG_RE.exec(tag);
+  if (!m) return undefined;
+  return { subject: `sha256:${m[1]}`, kind: (m[2] as 'sig' | 'att' | 'sbom' | undefined) ?? 'index' };
+}
+
+/** The referrer tags a source may hold for a subject, in the order they are looked for. */
+export function referrerTagsOf(digest: string): string[] {
+  if (!isSha256Digest(digest)) return [];
+  const base = `sha256-${digestHex(digest)}`;
+  return [base, `${base}.sig`, `${base}.att`, `${base}.sbom`];
+}
+
+/** The descriptor a referrers index lists for a manifest: its artifactType and annotations go with it. */
+export function referrerDescriptor(digest: string, size: number, parsed: ParsedManifest): Omit<Descriptor, 'platform'> {
+  return {
+    mediaType: parsed.mediaType,
+    digest,
+    size,
+    ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+    ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+  };
+}

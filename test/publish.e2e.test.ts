@@ -251,7 +251,7 @@ describe.skipIf(!hasTools)('derrick publish against a real registry', () => {
     const r = await derrick(['status', '-c', cfgFile]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^REPO\s+TAGS\s+PUBLISHED\s+SIZE\s+STATE$/);
+    expect(lines[0]).toMatch(/^REPO\s+TAGS\s+SIGNED\s+PUBLISHED\s+SIZE\s+STATE$/);
     const row = lines.find((x) => x.startsWith(`${REPO} `))!;
     expect(row).toBeDefined();
     const cols = row.split(/\s{2,}/);

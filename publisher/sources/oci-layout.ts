@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { type Descriptor, isDigestSyntax, isManifestType, isValidTag, sha256Digest } from '../../shared/oci.js';
+import { type Descriptor, isDigestSyntax, isManifestType, isValidTag, parseManifest, referrerDescriptor, sha256Digest } from '../../shared/oci.js';
 import type { FetchedManifest, Source } from './source.js';
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -14,6 +14,8 @@ export class LayoutError extends Error {}
 export function ociLayoutSource(dir: string): Source {
   const description = `oci:${dir}`;
   let index: Promise<Map<string, Descriptor>> | undefined;
+  let entries: Descriptor[] = [];
+  let bySubject: Promise<Map<string, Descriptor[]>> | undefined;
 
   const blobPath = (digest: string) => {
     if (!isDigestSyntax(digest)) throw new LayoutError(`${description}: malformed digest ${digest}`);
@@ -31,6 +33,7 @@ export function ociLayoutSource(dir: string): Source {
         throw new LayoutError(`${description}: cannot read index.json: ${(err as Error).message}`);
       }
       const tags = new Map<string, Descriptor>();
+      entries = (doc.manifests ?? []).filter((d) => d && isDigestSyntax(d.digest) && isManifestType(d.mediaType));
       for (const d of doc.manifests ?? []) {
         const ref = d.annotations?.[REF_NAME_ANNOTATION];
         // A ref name may be a full reference in other tools; only plain tags name tags here.
@@ -64,8 +67,31 @@ export function ociLayoutSource(dir: string): Source {
     return { bytes, mediaType, digest };
   };
 
+  // The layout's referrers: every manifest index.json lists (tagged or not) that has a subject.
+  // Read once per run; a layout has no referrers API, so this stands in for one.
+  const loadReferrers = () =>
+    (bySubject ??= (async () => {
+      await loadIndex();
+      const map = new Map<string, Descriptor[]>();
+      for (const d of entries) {
+        const m = await getManifest(d.digest);
+        let parsed;
+        try {
+          parsed = parseManifest(m.bytes, d.mediaType);
+        } catch (err) {
+          throw new LayoutError(`${description}@${d.digest}: ${(err as Error).message}`);
+        }
+        if (!parsed.subject?.digest) continue;
+        const list = map.get(parsed.subject.digest) ?? [];
+        if (!list.some((x) => x.digest === d.digest)) list.push(referrerDescriptor(d.digest, m.bytes.length, parsed));
+        map.set(parsed.subject.digest, list);
+      }
+      return map;
+    })());
+
   return {
     description,
+    referrers: async (digest: string) => (await loadReferrers()).get(digest) ?? [],
     listTags: async () => [...(await loadIndex()).keys()],
     resolveTag,
     getManifest,

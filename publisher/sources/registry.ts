@@ -22,6 +22,8 @@ export function registrySource(ref: RegistrySourceRef, opts: RegistrySourceOptio
   const repo = ref.repository;
 
   const getManifest = (reference: string): Promise<FetchedManifest> => client.getManifest(repo, reference);
+  // A registry without the referrers API says so on the first ask; the rest of the run doesn't ask again.
+  let noReferrersApi = false;
 
   return {
     description: `docker://${ref.registry}/${repo}`,
@@ -43,6 +45,13 @@ export function registrySource(ref: RegistrySourceRef, opts: RegistrySourceOptio
 
     async openBlob(desc: Descriptor): Promise<Readable> {
       return (await client.getBlob(repo, desc.digest)).body;
+    },
+
+    async referrers(digest: string): Promise<Descriptor[] | undefined> {
+      if (noReferrersApi) return undefined;
+      const found = await client.getReferrers(repo, digest);
+      if (!found) noReferrersApi = true;
+      return found;
     },
   };
 }

@@ -20,4 +20,9 @@ export interface Source {
   getManifest(ref: string): Promise<FetchedManifest>;
   /** The bytes of a blob; the store verifies digest and size as it writes them. */
   openBlob(desc: Descriptor): Promise<Readable>;
+  /**
+   * What the source's referrers API lists for a manifest (each with artifactType and annotations),
+   * or undefined when the source has none; sync then looks for the referrer tags instead.
+   */
+  referrers(digest: string): Promise<Descriptor[] | undefined>;
 }

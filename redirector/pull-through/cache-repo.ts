@@ -2,7 +2,7 @@
 // manifests it fetched, the digests its upstream was seen to have, and when each tag was last
 // pulled (for LRU eviction).
 import type { Descriptor } from '../../shared/oci.js';
-import { parseManifest } from '../../shared/oci.js';
+import { parseManifest, parseReferrerTag } from '../../shared/oci.js';
 import type { ManifestEntry } from '../../shared/redirect-file.js';
 import type { RepoState } from '../../shared/publish/repo-state.js';
 
@@ -98,14 +98,38 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
     const stored = m.blobs.filter((b) => !isForeign(b));
     manifestBlobs[digest] = stored.map((b) => b.digest);
     for (const b of stored) blobs[b.digest] = b.size;
-    if (m.subject) (referrers[m.subject.digest] ??= []).push({ mediaType: m.mediaType, digest, size: m.size, ...(m.artifactType ? { artifactType: m.artifactType } : {}) });
+    if (m.subject) addReferrer(m.subject.digest, digest);
     for (const c of m.children ?? []) if (complete(c.digest)) add(c.digest);
   };
+  const addReferrer = (subject: string, digest: string) => {
+    const m = repo.manifests.get(digest)!;
+    const list = (referrers[subject] ??= []);
+    if (list.some((d) => d.digest === digest)) return;
+    list.push({
+      mediaType: m.mediaType, digest, size: m.size,
+      ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+      ...(m.annotations ? { annotations: m.annotations } : {}),
+    });
+  };
   const tags: RepoState['tags'] = {};
-  for (const [tag, t] of [...repo.tags.entries()].sort()) {
-    if (!complete(t.digest)) continue;
+  const entries = [...repo.tags.entries()].sort();
+  for (const [tag, t] of entries) {
+    if (!complete(t.digest) || parseReferrerTag(tag)) continue;
     tags[tag] = t.digest;
     add(t.digest);
+  }
+  // A referrer tag (cosign's .sig, the tag schema's index) is published only beside its subject:
+  // it lives as long as the image it names. Repeated, so a signature of an SBOM follows the SBOM.
+  for (let more = true; more; ) {
+    more = false;
+    for (const [tag, t] of entries) {
+      const ref = parseReferrerTag(tag);
+      if (!ref || tags[tag] || !manifests[ref.subject] || !complete(t.digest)) continue;
+      tags[tag] = t.digest;
+      add(t.digest);
+      if (ref.kind !== 'index') addReferrer(ref.subject, t.digest);
+      more = true;
+    }
   }
   if (Object.keys(tags).length === 0) return undefined;
   return {
@@ -113,7 +137,7 @@ export function committedState(repo: CacheRepo, inStore: (digest: string) => boo
     source: `pull-through:${repo.upstreamRepo}`,
     lastSync: new Date().toISOString(),
     etags: {},
-    tags,
+    tags: Object.fromEntries(Object.entries(tags).sort()),
     manifests: Object.fromEntries(Object.entries(manifests).sort()),
     blobs: Object.fromEntries(Object.entries(blobs).sort()),
     referrers,

@@ -2,7 +2,7 @@
 // tag-ttl, from memory), a manifest by digest is fetched once and never rechecked, and when the
 // upstream fails a cached tag is served stale.
 import { errors, RegistryError } from '../../shared/errors.js';
-import { amd64Child, isIndexType, isSha256Digest } from '../../shared/oci.js';
+import { amd64Child, isIndexType, isSha256Digest, REFERRER_TAG_RE } from '../../shared/oci.js';
 import { inlineManifestReply, manifestReply } from '../manifests.js';
 import type { Reply } from '../reply.js';
 import { addManifest, cachedManifest, type CachedManifest, type CacheRepo } from './cache-repo.js';
@@ -150,6 +150,8 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     // Grammar first, before any upstream request: derrick verifies sha256 only, so another
     // algorithm or a malformed encoding names nothing it can serve (as on a published repo).
     if (kind === 'digest' && !isSha256Digest(ref)) throw errors.manifestUnknown(name, ref);
+    // `referrers: false`: this route carries no signatures, SBOMs or referrer indexes by tag.
+    if (kind === 'tag' && !m.route.cfg.referrers && REFERRER_TAG_RE.test(ref)) throw errors.manifestUnknown(name, ref);
     const repo = c.repoFor(name, m);
     try {
       return await (kind === 'digest' ? byDigest(req, m, repo, ref) : byTag(req, m, repo, ref));

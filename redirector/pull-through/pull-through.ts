@@ -103,7 +103,7 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
     manifest: createManifestPath(c),
     blob: createBlobPath(c),
     tags: createTagListPath(c),
-    referrers: createReferrersPath(c),
+    referrers: createReferrersPath(c, match),
     proven: (name, digest) => repos.get(name)?.proven.has(digest) ?? false,
     committer,
     accessLog,

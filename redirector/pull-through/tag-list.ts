@@ -1,6 +1,7 @@
 // GET /v2/<cache-repo>/tags/list: the upstream's list (all of it, paginated here), the cached
 // tags under policy Never, and the cached tags marked stale when the upstream fails.
 import { errors } from '../../shared/errors.js';
+import { REFERRER_TAG_RE } from '../../shared/oci.js';
 import { checkPageSize, paginate } from '../pagination.js';
 import { jsonReply, type Reply } from '../reply.js';
 import { STALE_WARNING, type PullThroughContext, type PullThroughRequest } from './context.js';
@@ -38,7 +39,9 @@ export function createTagListPath(c: PullThroughContext): TagListPath {
   return async (req, m, name, q) => {
     // Grammar first: a bad page size is the client's error, found before the upstream is asked.
     checkPageSize(q.n);
-    const { tags: all, stale } = await tagList(req, m, name);
+    const { tags: listed, stale } = await tagList(req, m, name);
+    // The upstream's referrer tags are listed as it has them, unless the route doesn't carry them.
+    const all = m.route.cfg.referrers ? listed : listed.filter((t) => !REFERRER_TAG_RE.test(t));
     const page = paginate(all, q.n, q.last, `/v2/${name}/tags/list`);
     const r = jsonReply(req.method, { name, tags: page.items }, page.link);
     if (stale) r.headers.Warning = STALE_WARNING;

@@ -4,9 +4,9 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
-import { ACCEPT_ALL_MANIFESTS, isDigestSyntax, isManifestType, isValidName, isValidTag, sha256Digest } from '../oci.js';
+import { ACCEPT_ALL_MANIFESTS, type Descriptor, MediaType, isDigestSyntax, isManifestType, isValidName, isValidTag, parseManifest, sha256Digest } from '../oci.js';
 import { createAuthenticator, parseWwwAuthenticate, pullScope, type AuthContext } from './auth.js';
-import { UpstreamError, type UpstreamErrorKind } from './errors.js';
+import { UpstreamError, isUpstreamError, type UpstreamErrorKind } from './errors.js';
 import { createLimiter } from './limiter.js';
 import { backoffMs, describeNetworkError, isAbortError, isNetworkError, isRetryableStatus, parseRetryAfter, sleep } from './retry.js';
 import { createTransport, fetchFollowingRedirects } from './transport.js';
@@ -75,6 +75,11 @@ export interface RegistryClient {
   getManifest(repository: string, reference: string, opts?: RequestOptions): Promise<ManifestResponse>;
   getBlob(repository: string, digest: string, opts?: RequestOptions): Promise<BlobResponse>;
   headBlob(repository: string, digest: string, opts?: RequestOptions): Promise<BlobHead>;
+  /**
+   * The referrers API's index for a digest, or undefined when the registry has no referrers API
+   * (404, or an answer that is not an OCI index, as docker-registry 2.8 and many mirrors give).
+   */
+  getReferrers(repository: string, digest: string, opts?: RequestOptions): Promise<Descriptor[] | undefined>;
 }
 
 /** Larger manifests are refused rather than buffered: containerd and distribution use 4 MiB too. */
@@ -82,7 +87,7 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const TAG_PAGE_SIZE = 1000;
 const MAX_TAG_PAGES = 10_000;
 
-type What = 'ping' | 'tags' | 'manifest' | 'blob';
+type What = 'ping' | 'tags' | 'manifest' | 'blob' | 'referrers';
 
 interface Call {
   method: 'GET' | 'HEAD';
@@ -101,6 +106,7 @@ const NOT_FOUND: Record<What, string> = {
   tags: 'repository name not known to registry',
   manifest: 'manifest unknown',
   blob: 'blob unknown',
+  referrers: 'no referrers API',
 };
 
 export function createRegistryClient(opts: RegistryClientOptions): RegistryClient {
@@ -387,6 +393,38 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
       const size = lengthOf(res);
       if (size !== undefined) out.size = size;
       return out;
+    },
+
+    async getReferrers(repository, digest, o = {}) {
+      const call: Call = {
+        method: 'GET', path: `/v2/${repository}/referrers/${digest}`, what: 'referrers', repository, reference: digest,
+        accept: MediaType.ociIndex, signal: o.signal, headers: o.headers,
+      };
+      check(call, 'digest');
+      let sent;
+      try {
+        sent = await send(call);
+      } catch (err) {
+        // No such route: 404 from most, 400 or 405 from some, 401 or 403 from those that guard
+        // every unknown path. Outages and rate limits stay errors: they are not an answer.
+        const noRoute = isUpstreamError(err) && (
+          err.kind === 'not-found' || err.kind === 'unauthorized' || err.kind === 'denied' ||
+          (err.kind === 'invalid' && (err.status === 400 || err.status === 405)));
+        if (noRoute) return undefined;
+        throw err;
+      }
+      let body: Buffer;
+      try {
+        body = await readLimited(call, sent.res, MAX_MANIFEST_BYTES);
+      } finally {
+        sent.release();
+      }
+      try {
+        const doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown };
+        return Array.isArray(doc.manifests) ? parseManifest(body, MediaType.ociIndex).manifests : undefined;
+      } catch {
+        return undefined;
+      }
     },
 
     async headBlob(repository, digest, o = {}) {
