@@ -49,6 +49,7 @@ export async function startSshEdge(dir: string, name: string): Promise<Edge> {
   if (process.getuid?.() === 0) await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   let proc: RunningProcess | undefined;
   const start = async () => {
+    if (proc?.alive()) return; // up already: a second sshd would orphan the first
     proc = startProcess(SSHD, ['-D', '-e', '-f', cfg]);
     await waitForPort(port, 15_000, '127.0.0.1', () => proc!.alive());
   };
@@ -73,6 +74,7 @@ export async function startRsyncdEdge(dir: string, name: string): Promise<Edge> 
   ].join('\n'));
   let proc: RunningProcess | undefined;
   const start = async () => {
+    if (proc?.alive()) return;
     await fs.rm(path.join(dir, 'rsyncd.pid'), { force: true });
     proc = startProcess('rsync', ['--daemon', '--no-detach', '--port', String(port), '--config', cfg, `--log-file=${path.join(dir, 'rsyncd.log')}`]);
     await waitForPort(port, 15_000, '127.0.0.1', () => proc!.alive());
