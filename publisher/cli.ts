@@ -14,6 +14,7 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('--wait <duration>', 'wait this long for a busy repo instead of exiting 75')
     .option('--log-format <format>', 'text or json', 'text')
     .option('--catalog', 'also write the static catalog page (public repos) into <root>/published/ui')
+    .option('--no-push', 'do not push to targets: afterwards')
     .action(async (repos: string[], o) => {
       const [{ loadConfigOrExit, parseWait }, { createLogger }, { exitCodeFor, runPublish }] = await Promise.all([
         import('../shared/cli-util.js'),
@@ -38,7 +39,38 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
       });
       // The catalog is written after the repos, from what is published now (even if a repo failed).
       const catalog = (o.catalog || config.catalog) && !o.dryRun ? await (await import('./catalog/cli-step.js')).catalogStep(config, log, parseWait(o.wait), json) : 0;
-      setExit(exitCodeFor(outcomes) || catalog);
+      let code = exitCodeFor(outcomes) || catalog;
+      // The local publish is done whatever the edges do; a failed target only makes the exit 1.
+      if (o.push !== false && !o.dryRun && config.targets.length) {
+        const { pushExitCode, runPush } = await import('./push/run-push.js');
+        const print = (line: string, isError: boolean) => (isError ? console.error(line) : console.log(line));
+        const pushed = await runPush({ config, waitMs: parseWait(o.wait), log, print: json ? undefined : print });
+        if (pushExitCode(pushed) && code === 0) code = 1;
+      }
+      setExit(code);
+    });
+
+  program
+    .command('push')
+    .description('send what this host serves to the edge hosts in targets: (all, or the ones named)')
+    .argument('[target...]', 'targets to push to (default: all in the config)')
+    .option('-c, --config <file>', 'config file')
+    .option('--wait <duration>', 'wait this long for a push to the same target that is still running')
+    .action(async (targets: string[], o) => {
+      const [{ loadConfigOrExit, parseWait }, { createLogger }, { pushExitCode, runPush }] = await Promise.all([
+        import('../shared/cli-util.js'),
+        import('../shared/log.js'),
+        import('./push/run-push.js'),
+      ]);
+      const config = loadConfigOrExit(o.config);
+      const unknown = targets.filter((t) => !config.targets.some((c) => c.name === t));
+      if (unknown.length) throw new UsageError(`${config.file}: no target named ${unknown.join(', ')} in targets:`);
+      if (!config.targets.length) throw new UsageError(`${config.file}: no targets: to push to`);
+      const results = await runPush({
+        config, targets, waitMs: parseWait(o.wait), log: createLogger(),
+        print: (line, isError) => (isError ? console.error(line) : console.log(line)),
+      });
+      setExit(pushExitCode(results));
     });
 
   program
@@ -47,7 +79,7 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const [{ loadConfigOrExit }, { formatBytes }, { cacheUsage, formatStatusTable, repoStatus }] = await Promise.all([
+      const [{ loadConfigOrExit }, { formatBytes }, { cacheUsage, formatStatusTable, formatTargetTable, repoStatus, targetStatus }] = await Promise.all([
         import('../shared/cli-util.js'),
         import('../shared/units.js'),
         import('./status.js'),
@@ -55,8 +87,10 @@ export function registerPublisherCommands(program: Command, setExit: (code: numb
       const config = loadConfigOrExit(o.config);
       const rows = await repoStatus(config);
       const cache = config.upstreams.length ? await cacheUsage(config, rows) : undefined;
-      if (o.json) return console.log(JSON.stringify({ repos: rows, cache }, null, 2));
+      const targets = config.targets.length ? await targetStatus(config) : undefined;
+      if (o.json) return console.log(JSON.stringify({ repos: rows, cache, targets }, null, 2));
       console.log(formatStatusTable(rows));
+      if (targets) console.log(`\n${formatTargetTable(targets)}`);
       if (cache) {
         const max = cache.maxSize !== undefined ? ` of max ${formatBytes(cache.maxSize)}` : ' (no max-size)';
         console.log(`\npull-through cache: ${cache.images} images, ${formatBytes(cache.bytes)}${max}`);

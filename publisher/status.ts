@@ -101,3 +101,37 @@ export function formatStatusTable(rows: StatusRow[]): string {
   const fmt = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [fmt(head), ...body.map(fmt)].join('\n');
 }
+
+export interface TargetStatusRow {
+  target: string;
+  /** When the last push to it ended, or '-' when there was none. */
+  lastPush: string;
+  result: string;
+  lagSeconds?: number;
+  lastSuccess?: string;
+}
+
+/** One row per configured target, from the state the last push left under <root>/push/. */
+export async function targetStatus(config: Config): Promise<TargetStatusRow[]> {
+  const { readPushState } = await import('./push/push-state.js');
+  const l = makeLayout(config.root);
+  const rows: TargetStatusRow[] = [];
+  for (const t of config.targets) {
+    const s = await readPushState(l, t.name);
+    if (!s) {
+      rows.push({ target: t.name, lastPush: '-', result: 'never pushed' });
+      continue;
+    }
+    const result = s.ok ? `ok: ${s.sent} sent, ${s.unchanged} up to date` : `failed: ${s.errors[0] ?? 'unknown error'}`;
+    rows.push({ target: t.name, lastPush: s.at, result, lagSeconds: s.lagSeconds, lastSuccess: s.lastSuccess });
+  }
+  return rows;
+}
+
+export function formatTargetTable(rows: TargetStatusRow[]): string {
+  const head = ['TARGET', 'LAST PUSH', 'LAG', 'RESULT'];
+  const body = rows.map((r) => [r.target, r.lastPush, r.lagSeconds === undefined ? '-' : `${r.lagSeconds}s`, r.result]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const fmt = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [fmt(head), ...body.map(fmt)].join('\n');
+}

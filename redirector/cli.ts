@@ -58,7 +58,19 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--listen <port-or-host:port>', 'nginx listen directive')
     .option('--proxy <host:port>', 'also proxy /v2/ to derrick serve at this address')
     .option('--tls', 'serve HTTPS with the certificate and key of serve.tls (listen default 443)')
+    .option('--upstream-servers <list>', 'print a load balancer for these derrick serve replicas instead (HOST:PORT,HOST:PORT)')
     .action(async (o) => {
+      if (o.upstreamServers !== undefined) {
+        const [{ loadConfigOrExit }, { nginxLbConf, parseUpstreamServers }] = await Promise.all([import('../shared/cli-util.js'), import('./nginx-lb-conf.js')]);
+        let servers: string[];
+        try {
+          servers = parseUpstreamServers(o.upstreamServers);
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+        const config = loadConfigOrExit(o.config);
+        return void process.stdout.write(nginxLbConf(servers, { listen: o.listen, upstreamTls: !!config.serve.tls }));
+      }
       const [{ loadConfigOrExit }, { nginxConf }, { guardedUnderOpenPrefixes }] = await Promise.all([
         import('../shared/cli-util.js'),
         import('./nginx-conf.js'),

@@ -165,6 +165,28 @@ const cache = z
   })
   .strict();
 
+/** An edge host a publish is pushed to: rsync over ssh, or a plain rsync daemon. */
+const targetUrl = z.string().refine((v) => /^(ssh:\/\/[^/@\s]+@[^/:\s]+(:\d{1,5})?\/.+|rsync:\/\/[^/:\s]+(:\d{1,5})?\/[^/\s]+(\/.*)?)$/.test(v), {
+  message: 'must be ssh://USER@HOST[:PORT]/PATH or rsync://HOST[:PORT]/MODULE[/PATH]',
+});
+
+const target = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" or "-"'),
+    url: targetUrl,
+    /** Private key for ssh:// targets (default: ssh's own choice). */
+    'ssh-key': z.string().min(1).optional(),
+    /** known_hosts file for ssh:// targets (default: ssh's own). */
+    'known-hosts': z.string().min(1).optional(),
+    /** Total bandwidth to this target, shared by its transfers (rsync --bwlimit). */
+    bandwidth: size.optional(),
+    /** Repos sent to this target at once. */
+    concurrency: z.number().int().min(1).max(16).default(2),
+    /** Connect timeout and rsync's I/O timeout: a dead or stalled edge fails this fast. */
+    timeout: duration.default(30_000),
+  })
+  .strict();
+
 export const ConfigSchema = z
   .object({
     root: z.string().min(1).default('./var'),
@@ -182,9 +204,17 @@ export const ConfigSchema = z
     cache: cache.default(cache.parse({})),
     /** Every `derrick publish` also writes the static catalog page (as --catalog). */
     catalog: z.boolean().default(false),
+    /** Edge hosts each publish is pushed to (derrick push). */
+    targets: z.array(target).default([]),
   })
   .strict()
   .superRefine((cfg, ctx) => {
+    const names = new Map<string, number>();
+    cfg.targets.forEach((t, i) => {
+      const prev = names.get(t.name);
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['targets', i, 'name'], message: `repeats targets[${prev}].name "${t.name}"` });
+      names.set(t.name, i);
+    });
     const seen = new Map<string, number>();
     cfg.repos.forEach((r, i) => {
       const prev = seen.get(r.name);
@@ -199,6 +229,7 @@ export type RawConfig = z.output<typeof ConfigSchema>;
 export type RepoConfig = RawConfig['repos'][number];
 export type ServeConfig = RawConfig['serve'];
 export type UpstreamConfig = RawConfig['upstreams'][number];
+export type TargetConfig = RawConfig['targets'][number];
 
 export interface Config extends RawConfig {
   /** Absolute path of the file it came from. */
@@ -289,6 +320,11 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     repos: cfg.repos.map((r) => ({
       ...r,
       from: r.from.transport === 'oci' ? { ...r.from, path: resolve(r.from.path) } : r.from,
+    })),
+    targets: cfg.targets.map((t) => ({
+      ...t,
+      'ssh-key': t['ssh-key'] ? resolve(t['ssh-key']) : undefined,
+      'known-hosts': t['known-hosts'] ? resolve(t['known-hosts']) : undefined,
     })),
     serve: {
       ...cfg.serve,

@@ -73,6 +73,8 @@ export interface Layout {
   /** Pull-through: per cached repo, the digests its upstream was seen to have (design invariant 9). */
   cacheProofDir: string;
   locksDir: string;
+  /** `derrick push`: each target's last result, and the metrics textfile for node-exporter. */
+  pushDir: string;
   publishedDir: string;
   masterRoot: string;
   webDir: string;
@@ -108,6 +110,7 @@ export function layout(root: string): Layout {
     cacheAccessFile: path.join(storeDir, 'cache-access.json'),
     cacheProofDir: path.join(storeDir, 'cache-proof'),
     locksDir,
+    pushDir: path.join(abs, 'push'),
     publishedDir,
     masterRoot,
     webDir,

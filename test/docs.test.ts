@@ -14,7 +14,7 @@ import { tmpDir, type TmpDir } from './helpers/tmp.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOCS = path.join(REPO_ROOT, 'docs');
-const DOC_FILES = ['guide.md', 'config.md', 'troubleshooting.md'];
+const DOC_FILES = ['guide.md', 'config.md', 'troubleshooting.md', 'topology.md'];
 
 interface Block {
   file: string;
