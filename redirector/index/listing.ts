@@ -31,19 +31,27 @@ export interface CraneEntry {
   protected: boolean;
 }
 
+/** How long a scan (crane heads, a rescan's probes) holds the event loop at a time. */
+const SLICE_MS = 4;
+
 /** Runs `fn` over `items`, `width` at a time, so a scan never takes every libuv thread. */
 export async function eachLimited<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let sliceEnd = performance.now() + SLICE_MS;
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
+    while (next < items.length) {
+      await fn(items[next++]!);
+      // Probes are synchronous, so fn may never wait: requests get the loop every SLICE_MS.
+      if (performance.now() > sliceEnd) {
+        await new Promise((resolve) => setImmediate(resolve));
+        sliceEnd = performance.now() + SLICE_MS;
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
 const HEAD_KEYS = ['repo-registry-id', 'protected', 'version'] as const;
-
-/** How long the crane scan holds the event loop at a time. */
-const SLICE_MS = 4;
 
 /**
  * Every *.json under `dir`, by path. Dirents carry their type, so nothing is stat'ed here: node
