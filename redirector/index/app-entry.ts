@@ -85,17 +85,23 @@ export async function readEntry(e: Entry): Promise<Buffer> {
   return readRegularFile(e.real, e.size, e.identity);
 }
 
-/** A small file read whole without leaving the thread (the crane scan's heads; see listing.ts). */
-export function readRegularFileSync(file: string, size: number, identity?: string): Buffer {
+/**
+ * A small file read whole without leaving the thread (the crane scan's heads; see listing.ts).
+ * `size` undefined: whatever fstat of the opened fd says, up to `maxSize` (a directory listing
+ * said it is a regular file, so there is no lstat first: the open refuses a symlink swapped in).
+ */
+export function readRegularFileSync(file: string, size: number | undefined, identity?: string, maxSize = Infinity): Buffer {
   const fd = fs.openSync(file, OPEN_FLAGS);
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new BadFileError('is no longer a regular file', identity);
+    if (size === undefined && st.size > maxSize) throw new BadFileError(`is ${st.size} bytes, over serve.max-redirect-file (${maxSize})`);
+    const want = size ?? st.size;
     // From node's pool: only a head is looked at, and the buffer is dropped at once.
-    const buf = Buffer.allocUnsafe(size + 1);
-    const n = fs.readSync(fd, buf, 0, size + 1, 0);
-    if (st.size !== size || n !== size) throw new BadFileError(`changed size since it was looked at (${size} -> ${n} bytes)`, identity);
-    return buf.subarray(0, size);
+    const buf = Buffer.allocUnsafe(want + 1);
+    const n = fs.readSync(fd, buf, 0, want + 1, 0);
+    if (st.size !== want || n !== want) throw new BadFileError(`changed size since it was looked at (${want} -> ${n} bytes)`, identity);
+    return buf.subarray(0, want);
   } finally {
     fs.closeSync(fd);
   }

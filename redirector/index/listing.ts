@@ -57,13 +57,13 @@ const HEAD_KEYS = ['repo-registry-id', 'protected', 'version'] as const;
  * Every *.json under `dir`, by path. Dirents carry their type, so nothing is stat'ed here: node
  * 20's recursive readdir stat'ed and re-joined every entry, 0.5 s of CPU for 10,000 files.
  */
-async function jsonFilesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
+async function jsonFilesUnder(dir: string): Promise<Array<{ file: string; regular: boolean }>> {
+  const out: Array<{ file: string; regular: boolean }> = [];
   const walk = async (d: string) => {
     for (const e of await fs.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.name.endsWith('.json')) out.push(p);
+      const file = path.join(d, e.name);
+      if (e.isDirectory()) await walk(file);
+      else if (e.name.endsWith('.json')) out.push({ file, regular: e.isFile() });
     }
   };
   await walk(dir);
@@ -80,14 +80,26 @@ export async function scanCraneDir(
     log.error({ dir }, 'serve.crane-data: directory not readable');
     return out;
   }
-  const files = (await jsonFilesUnder(real)).sort();
+  const files = (await jsonFilesUnder(real)).sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   const found: Array<[string, CraneEntry] | undefined> = new Array(files.length);
-  const learn = (file: string, i: number) => {
+  /** A regular file is read straight away; anything else is probed (a symlink must stay inside). */
+  const read = (file: string, regular: boolean) => {
+    if (regular) {
+      try {
+        return readRegularFileSync(file, undefined, undefined, maxSize);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // gone since the listing
+        throw err;
+      }
+    }
+    const entry = probeEntrySync(file, real, maxSize, path.dirname(file));
+    return entry && readRegularFileSync(entry.real, entry.size, entry.identity);
+  };
+  const learn = ({ file, regular }: { file: string; regular: boolean }, i: number) => {
     try {
-      const entry = probeEntrySync(file, real, maxSize, path.dirname(file));
-      if (!entry) return;
+      const buf = read(file, regular);
+      if (!buf) return;
       onRead();
-      const buf = readRegularFileSync(entry.real, entry.size, entry.identity);
       let head = scanHead(buf, HEAD_KEYS);
       if (!head) head = new Map(Object.entries(JSON.parse(buf.toString('utf8')) as object)) as Map<string, never>;
       const version = head.get('version');
