@@ -16,8 +16,10 @@ export function registerRedirectorCommands(program: Command): void {
       // A long-running server bounded by its memory goals (issue 10): V8 then keeps its heap
       // close to what is live instead of letting evicted repos pile up as garbage (RSS after
       // 2,000 GETs over 10k repos: ~158 -> ~88 MB; warm req/s unchanged in the bench). It is a
-      // runtime flag, set before anything else is loaded.
-      setFlagsFromString('--optimize-for-size');
+      // runtime flag, set before anything else is loaded; an explicit one (node --no-optimize-for-size,
+      // NODE_OPTIONS) wins.
+      const explicit = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a) => a.includes('optimize-for-size'));
+      if (!explicit) setFlagsFromString('--optimize-for-size');
       // serve.js is light (it binds before loading the rest), so these load in parallel.
       const [{ loadConfigOrExit }, { createLogger }, { startServer, ListenError }] = await Promise.all([
         import('../shared/cli-util.js'),
