@@ -27,7 +27,8 @@ export function createApp(o: AppOptions): Hono {
     if (o.pullThrough) o.metrics.cache.fillMemory.set(o.pullThrough.fillMemory());
     // Tags of the repos in memory only: counting every repo's would mean loading every repo.
     o.metrics.tags.set(o.index.tagCount());
-    return new Response(await o.metrics.registry.metrics(), { headers: { 'Content-Type': o.metrics.registry.contentType } });
+    const registry = await o.metrics.registry();
+    return new Response(await registry.metrics(), { headers: { 'Content-Type': registry.contentType } });
   });
   app.get('/healthz', () => healthzResponse());
   app.get('/readyz', () => readyzResponse(o.ready));

@@ -1,5 +1,6 @@
 // The redirector's commands: serve and nginx-conf. Each action imports what it runs (see cli.ts).
 import type { Command } from 'commander';
+import { setFlagsFromString } from 'node:v8';
 import { FatalError, UsageError } from '../shared/exit.js';
 
 export function registerRedirectorCommands(program: Command): void {
@@ -12,6 +13,13 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--no-fetch', 'pull-through: serve the cache only (policy Never on every route)')
     .option('--force-fetch', 'pull-through: resolve every tag upstream (policy Always on every route)')
     .action(async (o) => {
+      // A long-running server bounded by its memory goals (issue 10): V8 then keeps its heap
+      // close to what is live instead of letting evicted repos pile up as garbage (RSS after
+      // 2,000 GETs over 10k repos: ~158 -> ~88 MB; warm req/s unchanged in the bench). It is a
+      // runtime flag, set before anything else is loaded; an explicit one (node --no-optimize-for-size,
+      // NODE_OPTIONS) wins.
+      const explicit = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a) => a.includes('optimize-for-size'));
+      if (!explicit) setFlagsFromString('--optimize-for-size');
       // serve.js is light (it binds before loading the rest), so these load in parallel.
       const [{ loadConfigOrExit }, { createLogger }, { startServer, ListenError }] = await Promise.all([
         import('../shared/cli-util.js'),

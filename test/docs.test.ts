@@ -82,7 +82,7 @@ describe('docs: what is documented', () => {
   });
 
   it('every metric registered in redirector/metrics.ts is in docs/guide.md', async () => {
-    const names = (await createMetrics().registry.getMetricsAsJSON()).map((m) => m.name);
+    const names = (await (await createMetrics().registry()).getMetricsAsJSON()).map((m) => m.name);
     expect(names.length).toBeGreaterThan(5);
     const doc = docText.get('guide.md')!;
     const missing = names.filter((n) => !new RegExp('`' + n + '(\\{[^`]*\\})?`').test(doc));

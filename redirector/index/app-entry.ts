@@ -1,9 +1,15 @@
 // Looking at an app-dir (or crane data) entry without trusting it: what it resolves to, whether
 // it may be read, and an identity to remember it by. Nothing here opens a file before stat says
-// it is a regular one, and the open itself is non-blocking, so a FIFO can never hold a libuv
-// thread (issue 9). A rejected entry's identity is remembered so it is not read again.
-import { constants } from 'node:fs';
-import fs from 'node:fs/promises';
+// it is a regular one, the open itself is non-blocking, and the opened fd is checked again with
+// fstat, so a FIFO can never hold a thread (issue 9). A rejected entry's identity is remembered
+// so it is not read again.
+//
+// The metadata calls (lstat, realpath, open, fstat, close) are synchronous: each costs a few
+// microseconds from the dentry and inode caches, where a trip through libuv's pool costs 50-300 us
+// and queues behind every other file operation in the process. A cold load used to make nine
+// such trips (lstat, realpath, stat, open, read, close for the redirect file; open, read, close
+// for the manifest); now it makes two, the reads, which are the only calls that may wait on data.
+import fs, { constants } from 'node:fs';
 import path from 'node:path';
 
 /** A file that must not be served: named in the log with why. */
@@ -37,9 +43,14 @@ const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENO
  * it is not a regular file (or a symlink to one), resolves outside `within`, or is over `maxSize`.
  */
 export async function probeEntry(file: string, within: string, maxSize: number, canonicalDir?: string): Promise<Entry | undefined> {
+  return probeEntrySync(file, within, maxSize, canonicalDir);
+}
+
+/** probeEntry without a promise (see the top of this file for why it is synchronous). */
+export function probeEntrySync(file: string, within: string, maxSize: number, canonicalDir?: string): Entry | undefined {
   let lst;
   try {
-    lst = await fs.lstat(file);
+    lst = fs.lstatSync(file);
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw err;
@@ -54,14 +65,14 @@ export async function probeEntry(file: string, within: string, maxSize: number, 
   } else {
     try {
       // Through every link, the entry's own or a parent directory's (a web/<key> path).
-      real = await fs.realpath(file);
+      real = fs.realpathSync.native(file);
     } catch (err) {
       if (isMissing(err)) throw new BadFileError('is a dangling symlink', `dangling|${lst.ino}:${lst.mtimeMs}`);
       throw err;
     }
   }
   if (!real.startsWith(within + path.sep)) throw new BadFileError(`resolves to ${real}, outside ${within}`, `${real}|outside`);
-  const st = lst.isSymbolicLink() ? await fs.stat(real) : lst;
+  const st = lst.isSymbolicLink() ? fs.statSync(real) : lst;
   // The resolved path names the master (immutable); the stat catches a file rewritten in place.
   const identity = `${real}|${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
   if (!st.isFile()) throw new BadFileError('does not resolve to a regular file', identity);
@@ -75,19 +86,50 @@ export async function readEntry(e: Entry): Promise<Buffer> {
 }
 
 /**
- * Reads exactly `size` bytes of a file that stat said is regular. Three trips to libuv's pool
- * (open, read, close): O_NONBLOCK means a FIFO or device swapped in after the stat answers at
- * once (EAGAIN or data), never blocks, and asking for one byte more than expected proves the
- * size in the same read.
+ * A small file read whole without leaving the thread (the crane scan's heads; see listing.ts).
+ * `size` undefined: whatever fstat of the opened fd says, up to `maxSize` (a directory listing
+ * said it is a regular file, so there is no lstat first: the open refuses a symlink swapped in).
+ */
+export function readRegularFileSync(file: string, size: number | undefined, identity?: string, maxSize = Infinity): Buffer {
+  const fd = fs.openSync(file, OPEN_FLAGS);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new BadFileError('is no longer a regular file', identity);
+    if (size === undefined && st.size > maxSize) throw new BadFileError(`is ${st.size} bytes, over serve.max-redirect-file (${maxSize})`);
+    const want = size ?? st.size;
+    // From node's pool: only a head is looked at, and the buffer is dropped at once.
+    const buf = Buffer.allocUnsafe(want + 1);
+    const n = fs.readSync(fd, buf, 0, want + 1, 0);
+    if (st.size !== want || n !== want) throw new BadFileError(`changed size since it was looked at (${want} -> ${n} bytes)`, identity);
+    return buf.subarray(0, want);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** One read into `buf` at `off`, through libuv's pool: the only call here that may wait on data. */
+const readAt = (fd: number, buf: Buffer, off: number, len: number) =>
+  new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, off, (err, n) => (err ? reject(err) : resolve(n))));
+
+/**
+ * Reads exactly `size` bytes of a file that stat said is regular. The open is non-blocking and
+ * refuses a symlink, and fstat on the opened fd proves it is still a regular file of that size,
+ * so a FIFO or device swapped in after the stat is refused without a read. Asking for one byte
+ * more than expected proves the size in the same read.
  */
 export async function readRegularFile(file: string, size: number, identity?: string): Promise<Buffer> {
-  const fh = await fs.open(file, OPEN_FLAGS);
+  const fd = fs.openSync(file, OPEN_FLAGS);
   try {
-    const buf = Buffer.allocUnsafe(size + 1);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new BadFileError('is no longer a regular file', identity);
+    if (st.size !== size) throw new BadFileError(`changed size since it was looked at (${size} -> ${st.size} bytes)`, identity);
+    // Its own memory, not a slice of node's shared 8 KiB pool: a cached manifest of a few hundred
+    // bytes must not keep a whole pool slab alive.
+    const buf = Buffer.allocUnsafeSlow(size + 1);
     let off = 0;
     for (;;) {
       const want = size + 1 - off;
-      const { bytesRead } = await fh.read(buf, off, want, off);
+      const bytesRead = await readAt(fd, buf, off, want);
       off += bytesRead;
       if (off > size) throw new BadFileError(`grew while being read (over ${size} bytes)`, identity);
       // A short read of a regular file is its end.
@@ -96,6 +138,6 @@ export async function readRegularFile(file: string, size: number, identity?: str
     if (off !== size) throw new BadFileError(`shrank while being read (${size} -> ${off} bytes)`, identity);
     return buf.subarray(0, size);
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { TMP_PREFIX, repoNameFromKey } from '../../shared/layout.js';
 import type { Logger } from '../../shared/log.js';
 import { isValidName } from '../../shared/oci.js';
-import { BadFileError, probeEntry, readEntry } from './app-entry.js';
+import { BadFileError, probeEntrySync, readRegularFileSync } from './app-entry.js';
 import { scanHead } from './head-scan.js';
 
 /** The repo name an app file serves, from its name alone; undefined for anything else in the dir. */
@@ -31,16 +31,44 @@ export interface CraneEntry {
   protected: boolean;
 }
 
+/** How long a scan (crane heads, a rescan's probes) holds the event loop at a time. */
+const SLICE_MS = 4;
+
 /** Runs `fn` over `items`, `width` at a time, so a scan never takes every libuv thread. */
 export async function eachLimited<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let sliceEnd = performance.now() + SLICE_MS;
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
+    while (next < items.length) {
+      await fn(items[next++]!);
+      // Probes are synchronous, so fn may never wait: requests get the loop every SLICE_MS.
+      if (performance.now() > sliceEnd) {
+        await new Promise((resolve) => setImmediate(resolve));
+        sliceEnd = performance.now() + SLICE_MS;
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
 const HEAD_KEYS = ['repo-registry-id', 'protected', 'version'] as const;
+
+/**
+ * Every *.json under `dir`, by path. Dirents carry their type, so nothing is stat'ed here: node
+ * 20's recursive readdir stat'ed and re-joined every entry, 0.5 s of CPU for 10,000 files.
+ */
+async function jsonFilesUnder(dir: string): Promise<Array<{ file: string; regular: boolean }>> {
+  const out: Array<{ file: string; regular: boolean }> = [];
+  const walk = async (d: string) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const file = path.join(d, e.name);
+      if (e.isDirectory()) await walk(file);
+      else if (e.name.endsWith('.json')) out.push({ file, regular: e.isFile() });
+    }
+  };
+  await walk(dir);
+  return out;
+}
 
 /** name -> crane file, learned from each file's head (a full JSON parse only when the head is unsure). */
 export async function scanCraneDir(
@@ -52,17 +80,26 @@ export async function scanCraneDir(
     log.error({ dir }, 'serve.crane-data: directory not readable');
     return out;
   }
-  const files = (await fs.readdir(real, { recursive: true }).catch(() => [] as string[]))
-    .filter((n) => n.endsWith('.json'))
-    .sort()
-    .map((n) => path.join(real, n));
+  const files = (await jsonFilesUnder(real)).sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   const found: Array<[string, CraneEntry] | undefined> = new Array(files.length);
-  await eachLimited(files.map((f, i) => [f, i] as const), 8, async ([file, i]) => {
+  /** A regular file is read straight away; anything else is probed (a symlink must stay inside). */
+  const read = (file: string, regular: boolean) => {
+    if (regular) {
+      try {
+        return readRegularFileSync(file, undefined, undefined, maxSize);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // gone since the listing
+        throw err;
+      }
+    }
+    const entry = probeEntrySync(file, real, maxSize, path.dirname(file));
+    return entry && readRegularFileSync(entry.real, entry.size, entry.identity);
+  };
+  const learn = ({ file, regular }: { file: string; regular: boolean }, i: number) => {
     try {
-      const entry = await probeEntry(file, real, maxSize, path.dirname(file));
-      if (!entry) return;
+      const buf = read(file, regular);
+      if (!buf) return;
       onRead();
-      const buf = await readEntry(entry);
       let head = scanHead(buf, HEAD_KEYS);
       if (!head) head = new Map(Object.entries(JSON.parse(buf.toString('utf8')) as object)) as Map<string, never>;
       const version = head.get('version');
@@ -76,7 +113,15 @@ export async function scanCraneDir(
     } catch (err) {
       log.error({ file, err: (err as Error).message }, 'crane redirect file rejected');
     }
-  });
+  };
+  // Crane files are small and read whole, synchronously, in slices of SLICE_MS between which
+  // requests are answered: 10,000 files took 2.2 s as one pool trip each, ~0.3 s this way.
+  for (let i = 0; i < files.length; ) {
+    const until = performance.now() + SLICE_MS;
+    do learn(files[i]!, i);
+    while (++i < files.length && performance.now() < until);
+    if (i < files.length) await new Promise((resolve) => setImmediate(resolve));
+  }
   // In sorted file order, the last file naming a repo wins (as when they were loaded one by one).
   for (const f of found) if (f) out.set(f[0], f[1]);
   return out;

@@ -87,23 +87,31 @@ export function parseDerrickFile(text: string, real: string, expectKey?: string)
     throw new BadFileError(`repo-registry-id "${name}" does not match the file name (expected the key "${expectKey}")`);
   }
   const d = parsed.derrick!;
-  const checked = { ...maps.manifests, ...d.manifests } as DerrickData['manifests'];
+  // for-in walks, no spread copies or entry arrays: every cold load runs this, and its garbage
+  // is what the GC pauses for under random traffic.
+  const raw = maps.manifests as DerrickData['manifests'];
   const manifests = new Map<string, IndexedManifest>();
-  for (const [dg, m] of Object.entries(checked)) {
+  for (const dg in raw) {
+    const m = raw[dg]!;
     // A handful of media types repeat in every repo: one copy each, not one per manifest.
     const entry: IndexedManifest = { mediaType: intern(m.mediaType), size: m.size };
-    if (m.children) entry.children = m.children;
+    // Children were checked by the schema, on the entries that have them (parseChecked).
+    const children = d.manifests[dg]?.children;
+    if (children) entry.children = children;
     manifests.set(dg, entry);
   }
   // Tag values reuse the manifest map's key strings: one copy of each digest in memory.
   const keyOf = new Map<string, string>();
-  for (const k of manifests.keys()) keyOf.set(k, k);
+  for (const k in raw) keyOf.set(k, k);
   const tags = new Map<string, string>();
-  for (const [t, dg] of Object.entries(maps.tags as Record<string, string>)) tags.set(t, keyOf.get(dg) ?? dg);
+  const rawTags = maps.tags as Record<string, string>;
+  for (const t in rawTags) tags.set(t, keyOf.get(rawTags[t]!) ?? rawTags[t]!);
+  const blobs = new Set<string>();
+  for (const dg in maps.blobs) blobs.add(dg);
   return {
     name,
     protected: parsed.protected,
-    version: { url: parsed.url, master: d.master, dir: path.dirname(real), manifests, blobs: new Set(Object.keys(maps.blobs)) },
+    version: { url: parsed.url, master: d.master, dir: path.dirname(real), manifests, blobs },
     tags,
     referrers: d.referrers,
   };
