@@ -134,6 +134,19 @@ describe('locks across processes', () => {
     expect(total).toBeGreaterThan(100);
   });
 
+  it('a lock file without a readable pid is busy while young and broken as debris once old', async () => {
+    await fs.mkdir(path.dirname(lockFile), { recursive: true });
+    await fs.writeFile(lockFile, '');
+    // Young: it may be a holder's file seen between a release and a re-create; never removed.
+    await expect(acquireLock(lockFile, 'repo a', 0)).rejects.toBeInstanceOf(LockBusyError);
+    await expect(fs.readFile(lockFile, 'utf8')).resolves.toBe('');
+    const old = new Date(Date.now() - 60_000);
+    await fs.utimes(lockFile, old, old);
+    const lock = await acquireLock(lockFile, 'repo a', 0);
+    expect((await fs.readFile(lockFile, 'utf8')).split('\n')[0]).toBe(String(process.pid));
+    await lock.release();
+  });
+
   it("a SIGKILLed holder's lock is broken at once by the next acquirer", async () => {
     const a = spawnHolder('repo', lockFile);
     await a.waitForOutput(/^got /m);

@@ -94,25 +94,51 @@ async function tryCreate(file: string): Promise<boolean> {
 }
 
 /**
- * Breaking a dead owner's lock is itself guarded by a short-lived lock, so two waiters can't
- * both decide the same lock is stale and each remove the other's fresh one.
+ * A lock file with no readable pid is normal for an instant (released and re-created between our
+ * calls); only one that stays so this long is taken for debris and broken.
  */
-async function breakIfStale(file: string): Promise<number | undefined> {
+const UNREADABLE_LOCK_GRACE_MS = 10_000;
+
+/** Age of the lock file, or undefined when it is gone. */
+async function lockAgeMs(file: string): Promise<number | undefined> {
+  try {
+    return Date.now() - (await fs.stat(file)).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Breaking a dead owner's lock is itself guarded by a short-lived lock, so two waiters can't
+ * both decide the same lock is stale and each remove the other's fresh one. Returns who holds the
+ * lock (a live pid, or 'unknown' for a file without a readable one), or undefined when nothing
+ * stands in the way any more: try again at once.
+ */
+async function breakIfStale(file: string): Promise<number | 'unknown' | undefined> {
   const pid = await ownerPid(file);
   if (pid !== undefined && isPidAlive(pid)) return pid;
-  // Released since our attempt: nothing to break. Going on would remove the lock another process
-  // may create in the meantime (two holders at once; the contention test caught exactly that).
-  if (pid === undefined && !(await exists(file))) return undefined;
+  if (pid === undefined) {
+    const age = await lockAgeMs(file);
+    // Released since our attempt: nothing to break. Going on would remove the lock another process
+    // may create in the meantime (two holders at once; the contention test caught exactly that).
+    if (age === undefined) return undefined;
+    if (age < UNREADABLE_LOCK_GRACE_MS) return 'unknown';
+  }
   const guard = `${file}.break`;
   if (!(await tryCreate(guard))) {
     const gpid = await ownerPid(guard);
     // Only a dead breaker's guard is removed; a missing owner means it was just released.
     if (gpid !== undefined && !isPidAlive(gpid)) await fs.rm(guard, { force: true });
-    return pid;
+    return pid ?? 'unknown';
   }
   try {
+    // Under the guard nobody else breaks, and a dead owner never releases: the file read again is
+    // the one to remove only if it still names the same dead pid, or (debris) still has none and
+    // is still old. "Still none" alone is not enough: the file may have been released and made
+    // afresh by a live holder between the two reads.
     const again = await ownerPid(file);
-    if (again === pid && (pid !== undefined || (await exists(file)))) await fs.rm(file, { force: true });
+    const stale = pid !== undefined ? again === pid : again === undefined && ((await lockAgeMs(file)) ?? 0) >= UNREADABLE_LOCK_GRACE_MS;
+    if (stale) await fs.rm(file, { force: true });
   } finally {
     await fs.rm(guard, { force: true });
   }
@@ -134,7 +160,7 @@ export async function acquireLock(file: string, what: string, waitMs = 0): Promi
     }
     const holder = await breakIfStale(file);
     if (holder === undefined) continue;
-    if (Date.now() >= deadline) throw new LockBusyError(what, holder);
+    if (Date.now() >= deadline) throw new LockBusyError(what, holder === 'unknown' ? undefined : holder);
     await sleep(100 + Math.random() * 150);
   }
 }
