@@ -31,8 +31,13 @@ export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): Readi
 
 const NO_STORE = { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' };
 
+/**
+ * DERRICK_DEBUG_WORKER=1 (a debug switch, off in production): /healthz names the process that
+ * answered, so tests and operators can see that `--workers N` spreads connections.
+ */
 export function healthzResponse(): Response {
-  return new Response('{"status":"ok"}\n', { headers: NO_STORE });
+  if (process.env.DERRICK_DEBUG_WORKER !== '1') return new Response('{"status":"ok"}\n', { headers: NO_STORE });
+  return new Response(JSON.stringify({ status: 'ok', pid: process.pid }) + '\n', { headers: { ...NO_STORE, 'X-Derrick-Worker': String(process.pid) } });
 }
 
 export async function readyzResponse(check: ReadinessCheck | undefined): Promise<Response> {
