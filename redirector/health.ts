@@ -4,12 +4,14 @@
 import { constants as C } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { Layout } from '../shared/layout.js';
+import type { BlobsCheck } from './blobs-check.js';
 import type { RepoIndex } from './index.js';
 
 /** What keeps the server from being ready; empty when it is ready. */
 export type ReadinessCheck = () => Promise<string[]>;
 
-export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): ReadinessCheck {
+/** `blobs`: the self-check of serve.blobs when it is a URL (blobs-check.ts, cached). */
+export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>, blobs?: BlobsCheck): ReadinessCheck {
   return async () => {
     const problems: string[] = [];
     try {
@@ -25,6 +27,8 @@ export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): Readi
         problems.push(`${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
+    const blobsProblem = await blobs?.();
+    if (blobsProblem) problems.push(blobsProblem);
     return problems;
   };
 }
