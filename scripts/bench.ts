@@ -6,6 +6,7 @@ import { benchPullThrough, formatPullThrough } from './bench/pull-through.js';
 import { benchServe } from './bench/serve.js';
 import { benchCatalog, formatCatalog } from './bench/catalog.js';
 import { benchStartup, formatStartup } from './bench/startup.js';
+import { benchWorkers, formatWorkers } from './bench/workers.js';
 
 const only = process.argv[2];
 const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 2);
@@ -38,4 +39,7 @@ if (!only || only === 'pull-through') {
 }
 if (!only || only === 'startup') {
   console.log(formatStartup(await benchStartup()));
+}
+if (!only || only === 'workers') {
+  console.log(formatWorkers(await benchWorkers()));
 }
