@@ -2,7 +2,8 @@
 // (their pids through the DERRICK_DEBUG_WORKER switch on /healthz); a publish is seen by each;
 // a worker killed with SIGKILL is restarted and logged while the port keeps answering; SIGTERM
 // drains a download in flight and exits 0; and the pull-through fill stays one upstream GET per
-// blob whichever worker the clients reach (counted in the real docker-registry's access log).
+// blob and per manifest whichever worker the clients reach (counted in the real docker-registry's
+// access log).
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { CLI } from './helpers/derrick.js';
 import { freePort } from './helpers/ports.js';
 import { requireTool, startProcess, type RunningProcess } from './helpers/proc.js';
 import { makePublishedTree, type PublishedTree } from './helpers/published.js';
-import { pollUntil, pullTo, seedImage, startPtServe, writePtConfig, type PtServe, type SeededImage } from './helpers/pull-through.js';
+import { getManifest, pollUntil, pullTo, seedImage, startPtServe, writePtConfig, type PtServe, type SeededImage } from './helpers/pull-through.js';
 import { startRegistry, type Registry } from './helpers/registry.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
 
@@ -182,9 +183,19 @@ describe('pull-through through serve --workers 2: one upstream GET per blob', ()
     }
   });
 
+  it.runIf(haveTools || process.env.CI === 'true')('8 concurrent tag GETs on both workers: one upstream GET of the manifest', async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => getManifest(serve.url, 'pin/wk/app', 'v1')));
+    for (const a of answers) {
+      expect(a.status, a.text.slice(0, 300)).toBe(200);
+      expect(sha(a.body)).toBe(img.digest);
+    }
+    expect(reg.countRequests('GET', `/v2/wk/app/manifests/${img.digest}`), serve.output().slice(-3000)).toBe(1);
+  });
+
   it.runIf(haveTools || process.env.CI === 'true')('skopeo pulls the image through both workers; still one GET per blob', async () => {
     const digest = await pullTo(serve.host, 'pin/wk/app:v1', path.join(tmp.dir, 'out', 'pulled'));
     expect(digest).toBe(img.digest);
     for (const d of img.blobs) expect(reg.blobGets(d, 'wk/app'), `upstream GETs of ${d}`).toBe(1);
+    expect(reg.countRequests('GET', `/v2/wk/app/manifests/${img.digest}`)).toBe(1);
   });
 });

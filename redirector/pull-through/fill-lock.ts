@@ -29,26 +29,28 @@ export interface FillLocks {
   /**
    * The lock for fetching `digest`, or undefined once the object is in the store (another process
    * fetched it while we waited, or before we asked). The caller releases the lock when its fill
-   * is stored or has failed.
+   * is stored or has failed. `scope` (a repo key) makes the lock that repo's only: a manifest
+   * fetched from this repo's upstream proves the digest for this repo alone (invariant 9).
    */
-  claim(digest: string, inStore: () => Promise<boolean>, waitMs: number): Promise<Lock | undefined>;
+  claim(digest: string, inStore: (afterWait: boolean) => Promise<boolean>, waitMs: number, scope?: string): Promise<Lock | undefined>;
 }
 
 const POLL_MS = 50;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function createFillLocks(l: Layout): FillLocks {
-  const file = (digest: string) => path.join(l.locksDir, `fill-${digestHex(digest)}.lock`);
+  const file = (digest: string, scope?: string) => path.join(l.locksDir, `fill-${scope ? `${scope}@` : ''}${digestHex(digest)}.lock`);
   return {
-    async claim(digest, inStore, waitMs) {
-      const f = file(digest);
+    async claim(digest, inStore, waitMs, scope) {
+      const f = file(digest, scope);
       const deadline = Date.now() + waitMs;
+      let waited = false;
       for (;;) {
         let holder: number | undefined;
         try {
           const lock = await acquireLock(f, `the fill of ${digest}`, 0);
           // Stored between the caller's check and the lock: nothing to fetch.
-          if (!(await inStore())) return lock;
+          if (!(await inStore(waited))) return lock;
           await lock.release();
           return undefined;
         } catch (err) {
@@ -56,13 +58,14 @@ export function createFillLocks(l: Layout): FillLocks {
           holder = err.pid;
         }
         // Held by a live process: wait for it to release (stored, or failed: then we fetch).
+        waited = true;
         while (await exists(f)) {
           if (Date.now() >= deadline) throw new FillWaitTimeout(digest, holder);
           await sleep(POLL_MS);
           // A holder that died leaves its lock: acquireLock breaks it on the next round.
           if (holder !== undefined && !isPidAlive(holder)) break;
         }
-        if (await inStore()) return undefined;
+        if (await inStore(true)) return undefined;
       }
     },
   };
