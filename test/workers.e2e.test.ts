@@ -5,9 +5,12 @@
 // blob and per manifest whichever worker the clients reach (counted in the real docker-registry's
 // access log).
 import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fingerprint256, makeCa, makeServerCert, type Pem } from './helpers/certs.js';
 import { CLI } from './helpers/derrick.js';
 import { freePort } from './helpers/ports.js';
 import { requireTool, startProcess, type RunningProcess } from './helpers/proc.js';
@@ -16,6 +19,7 @@ import { getManifest, pollUntil, pullTo, seedImage, startPtServe, writePtConfig,
 import { startRegistry, type Registry } from './helpers/registry.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
 
+const count = (text: string, s: string) => text.split(s).length - 1;
 const sha = (b: Uint8Array) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 interface Answer {
@@ -58,12 +62,12 @@ async function connectionPerWorker(url: string, workers: number): Promise<Map<nu
   return byPid;
 }
 
-async function startCluster(configFile: string): Promise<{ url: string; proc: RunningProcess }> {
+async function startCluster(configFile: string, scheme = 'http', env: Record<string, string> = {}): Promise<{ url: string; proc: RunningProcess }> {
   const port = await freePort();
   const proc = startProcess(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`, '--workers', '2'], {
-    env: { DERRICK_DEBUG_WORKER: '1' },
+    env: { DERRICK_DEBUG_WORKER: '1', ...env },
   });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${scheme}://127.0.0.1:${port}`;
   await proc.waitForOutput(`listening on ${url}`, 30_000);
   return { url, proc };
 }
@@ -145,6 +149,60 @@ describe('serve --workers 2 over a published tree', () => {
     expect(sha(got)).toBe(layer);
     const exit = await serve.proc.exited;
     expect(exit).toEqual({ code: 0, signal: null });
+  });
+});
+
+/** The SHA-256 fingerprint of the certificate a new TLS connection is shown. */
+function servedFingerprint(port: number, ca: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ host: '127.0.0.1', port, ca }, () => {
+      const fp = sock.getPeerCertificate().fingerprint256;
+      sock.end();
+      resolve(fp);
+    });
+    sock.on('error', reject);
+  });
+}
+
+describe.runIf(requireTool('openssl') || process.env.CI === 'true')('serve --workers 2 with serve.tls: SIGHUP to the primary reloads every worker', () => {
+  let tmp: TmpDir;
+  let serve: { url: string; proc: RunningProcess };
+  let caPem: Buffer;
+  let good: Pem;
+  let rotated: Pem;
+
+  beforeAll(async () => {
+    tmp = await tmpDir('derrick-workers-tls');
+    const pki = path.join(tmp.dir, 'pki');
+    const ca = await makeCa(pki, 'ca');
+    caPem = await fs.readFile(ca.cert);
+    [good, rotated] = await Promise.all([makeServerCert(pki, 'good', ca, ['IP:127.0.0.1']), makeServerCert(pki, 'rotated', ca, ['IP:127.0.0.1'])]);
+    await fs.mkdir(path.join(tmp.dir, 'tls'));
+    await fs.copyFile(good.cert, path.join(tmp.dir, 'tls', 'server.crt'));
+    await fs.copyFile(good.key, path.join(tmp.dir, 'tls', 'server.key'));
+    const tree = await makePublishedTree(tmp.dir, [{ name: 'demo/t', images: [{ tag: 'v1', layers: [300] }] }], 'serve:\n  tls:\n    cert: ./tls/server.crt\n    key: ./tls/server.key\n');
+    serve = await startCluster(tree.configFile, 'https', { DERRICK_LOG_LEVEL: 'info' });
+  }, 120_000);
+  afterAll(async () => {
+    await serve?.proc.stop();
+    await tmp?.cleanup();
+  });
+
+  it('both workers serve the rotated certificate to new connections after one SIGHUP', async () => {
+    const ca = caPem;
+    const port = Number(new URL(serve.url).port);
+    const [goodFp, rotatedFp] = await Promise.all([fingerprint256(good.cert), fingerprint256(rotated.cert)]);
+    expect(await servedFingerprint(port, ca)).toBe(goodFp);
+    for (const [from, to] of [[rotated.cert, 'server.crt'], [rotated.key, 'server.key']] as const) {
+      await fs.copyFile(from, path.join(tmp.dir, 'tls', `${to}.new`));
+      await fs.rename(path.join(tmp.dir, 'tls', `${to}.new`), path.join(tmp.dir, 'tls', to));
+    }
+    process.kill(serve.proc.pid, 'SIGHUP');
+    await pollUntil(async () => count(serve.proc.output(), 'TLS certificate reloaded') >= 2, 10_000, 'both workers to reload');
+    // New connections alternate between the workers: every one shows the rotated certificate.
+    const seen = await Promise.all(Array.from({ length: 6 }, () => servedFingerprint(port, ca)));
+    expect(new Set(seen)).toEqual(new Set([rotatedFp]));
+    expect(serve.proc.alive()).toBe(true);
   });
 });
 
