@@ -1,7 +1,7 @@
 // The serve.blobs self-check (issue 11) against a real nginx serving the published tree: with the
 // right base URL /readyz is ready; with a wrong base path (every client would get a 404) serve logs
 // one error naming the URL it tried and what came back, and /readyz answers 503 with that reason;
-// with the blob server gone, the reason is the refused connection.
+// with the blob server gone, the reason is the refused connection; other bytes are named as such.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,8 +33,8 @@ describe.runIf(requireTool('nginx') || process.env.CI === 'true')('serve.blobs s
     await tmp?.cleanup();
   });
 
-  const serveWith = async (blobs: string) => {
-    const dir = path.join(tmp.dir, blobs.endsWith('/files') ? '.' : 'wrong');
+  const serveWith = async (blobs: string, sub = blobs.endsWith('/files') ? '.' : 'wrong') => {
+    const dir = path.join(tmp.dir, sub);
     const tree = await makePublishedTree(dir, [{ name: 'demo/bc', images: [{ tag: 'v1', layers: [800] }] }], `serve:\n  blobs: ${blobs}\n`);
     const s = await startServe(tree.configFile);
     serves.push(s);
@@ -59,7 +59,7 @@ describe.runIf(requireTool('nginx') || process.env.CI === 'true')('serve.blobs s
   });
 
   it('a wrong base path: one error naming the URL and the 404 at start, /readyz 503 with it', async () => {
-    const nginx2 = await startNginx(`server { listen 127.0.0.1:__PORT__; location /files/ { alias ${tmp.dir}/wrong/var/published/; } }`);
+    const nginx2 = await startNginx(`server { listen 127.0.0.1:__PORT__; location /files/ { alias ${tmp.dir}/wrong/var/published/; } location /other/ { return 200 "another tree"; } }`);
     try {
       const s = await serveWith(`${nginx2.url}/nope`);
       await s.proc.waitForOutput(PROBLEM, 10_000);
@@ -74,6 +74,12 @@ describe.runIf(requireTool('nginx') || process.env.CI === 'true')('serve.blobs s
       expect(log).toContain(`"url":"${nginx2.url}/nope/master/demo~bc/`);
       // The server itself keeps answering: the check is a report, not a stop.
       expect((await rawRequest(s.url, '/healthz')).status).toBe(200);
+      // A server that answers 200 with other bytes (another tree, a catch-all page).
+      const other = await serveWith(`${nginx2.url}/other`, 'other');
+      await other.proc.waitForOutput(PROBLEM, 10_000);
+      const o = await rawRequest(other.url, '/readyz');
+      expect(o.status, o.text).toBe(503);
+      expect(o.json().problems[0]).toMatch(/ answered HTTP 200 with other bytes \(12 bytes hashing to sha256:[0-9a-f]{64}, expected sha256:[0-9a-f]{64}\)$/);
     } finally {
       await nginx2.stop();
     }
