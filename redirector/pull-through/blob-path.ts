@@ -12,6 +12,7 @@ import { describeBlob } from './cache-repo.js';
 import type { PullThroughContext, PullThroughRequest } from './context.js';
 import { upstreamToRegistryError } from './errors.js';
 import { createFillLocks } from './fill-lock.js';
+import { createSingleFlight } from './single-flight.js';
 import type { RouteMatch } from './routes.js';
 
 export type BlobPath = (req: PullThroughRequest, m: RouteMatch, name: string, digest: string) => Promise<Reply>;
@@ -27,9 +28,11 @@ const blobHeaders = (digest: string, size: number | undefined): Record<string, s
 });
 
 export function createBlobPath(c: PullThroughContext): BlobPath {
-  const { o, store, fills, committer, proofs, once } = c;
+  const { o, store, fills, committer, proofs } = c;
   const l = o.layout;
   const locks = createFillLocks(l);
+  /** This worker's requests for one digest share one lock claim (not counted as cache joins). */
+  const claims = createSingleFlight();
   /** digest -> the cached repo whose request started the running fill (its upstream's bytes). */
   const fillOwner = new Map<string, string>();
 
@@ -51,7 +54,7 @@ export function createBlobPath(c: PullThroughContext): BlobPath {
     // No fill of it here yet: take the cross-worker lock (requests of this worker share the wait).
     let lock: Awaited<ReturnType<typeof locks.claim>>;
     if (!fills.running(digest)) {
-      lock = await once(`fill-lock ${digest}`, () => locks.claim(digest, () => store.has(digest), FILL_WAIT_MS));
+      lock = await claims(digest, () => locks.claim(digest, () => store.has(digest), FILL_WAIT_MS));
       // Another worker stored it meanwhile: a hit like any other.
       if (!lock && !fills.running(digest)) return fromStore(req, m, name, digest);
     }
