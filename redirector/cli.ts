@@ -12,6 +12,7 @@ export function registerRedirectorCommands(program: Command): void {
     .option('--log-level <level>', 'pino level (info shows access logs)', undefined)
     .option('--no-fetch', 'pull-through: serve the cache only (policy Never on every route)')
     .option('--force-fetch', 'pull-through: resolve every tag upstream (policy Always on every route)')
+    .option('--workers <n|auto>', 'override serve.workers: processes answering on the port (auto: one per CPU)')
     .action(async (o) => {
       // A long-running server bounded by its memory goals (issue 10): V8 then keeps its heap
       // close to what is live instead of letting evicted repos pile up as garbage (RSS after
@@ -31,6 +32,18 @@ export function registerRedirectorCommands(program: Command): void {
       const log = createLogger({ level: o.logLevel ?? process.env.DERRICK_LOG_LEVEL ?? 'warn', json: true });
       if (o.fetch === false && o.forceFetch) throw new UsageError('--no-fetch and --force-fetch exclude each other');
       const policy = o.fetch === false ? 'Never' : o.forceFetch ? 'Always' : undefined;
+      if (o.workers !== undefined && !/^(auto|[1-9]\d{0,2})$/.test(o.workers)) throw new UsageError(`--workers: "${o.workers}" is not a number from 1 to 999 or auto`);
+      const cluster = (await import('node:cluster')).default;
+      if (cluster.isPrimary) {
+        const { resolveWorkers, runPrimary } = await import('./cluster.js');
+        const workers = resolveWorkers(o.workers === undefined ? config.serve.workers : o.workers === 'auto' ? 'auto' : Number(o.workers));
+        if (workers > 1) {
+          const onListening = (url: string, repos: number) => console.log(`derrick serve: listening on ${url} (${repos} repos, ${workers} workers)`);
+          const code = await runPrimary({ workers, log, forwardHup: !!config.serve.tls, onListening });
+          if (code !== 0) throw new FatalError(`serve: a worker exited with code ${code} before the cluster was up (its error is above)`, code);
+          return;
+        }
+      }
       const { TlsPairError } = await import('./listener.js');
       let server;
       try {
@@ -42,20 +55,28 @@ export function registerRedirectorCommands(program: Command): void {
           throw new FatalError(`cannot listen on ${err.address} (${from}): ${err.reason}`);
         }
         throw err instanceof TlsPairError ? new UsageError(err.message) : err;
+      } finally {
+        // Listening goes through the IPC channel; after that it must not keep a failed or drained worker alive.
+        if (cluster.isWorker) process.channel?.unref();
       }
-      console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
+      if (cluster.isWorker) process.send?.({ derrick: 'listening', url: server.url, repos: server.index.size() });
+      else console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
       // Certificate rotation: the new pair serves new connections; open ones are left alone.
       const onHup = () => void server.reloadTls();
       if (config.serve.tls) process.on('SIGHUP', onHup);
       await new Promise<void>((resolve) => {
+        let stopping = false;
         const stop = (sig: string) => {
+          // A worker may get the signal twice (from the primary and from its process group).
+          if (stopping) return;
+          stopping = true;
           log.info({ sig }, 'shutting down');
           const force = setTimeout(() => process.exit(0), 10_000);
           force.unref();
           void server.close().then(resolve);
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => stop('SIGTERM'));
+        process.on('SIGINT', () => stop('SIGINT'));
       });
     });
 

@@ -4,12 +4,14 @@
 import { constants as C } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { Layout } from '../shared/layout.js';
+import type { BlobsCheck } from './blobs-check.js';
 import type { RepoIndex } from './index.js';
 
 /** What keeps the server from being ready; empty when it is ready. */
 export type ReadinessCheck = () => Promise<string[]>;
 
-export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): ReadinessCheck {
+/** `blobs`: the self-check of serve.blobs when it is a URL (blobs-check.ts, cached). */
+export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>, blobs?: BlobsCheck): ReadinessCheck {
   return async () => {
     const problems: string[] = [];
     try {
@@ -25,14 +27,21 @@ export function readinessCheck(l: Layout, index: Pick<RepoIndex, 'size'>): Readi
         problems.push(`${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
+    const blobsProblem = await blobs?.();
+    if (blobsProblem) problems.push(blobsProblem);
     return problems;
   };
 }
 
 const NO_STORE = { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' };
 
+/**
+ * DERRICK_DEBUG_WORKER=1 (a debug switch, off in production): /healthz names the process that
+ * answered, so tests and operators can see that `--workers N` spreads connections.
+ */
 export function healthzResponse(): Response {
-  return new Response('{"status":"ok"}\n', { headers: NO_STORE });
+  if (process.env.DERRICK_DEBUG_WORKER !== '1') return new Response('{"status":"ok"}\n', { headers: NO_STORE });
+  return new Response(JSON.stringify({ status: 'ok', pid: process.pid }) + '\n', { headers: { ...NO_STORE, 'X-Derrick-Worker': String(process.pid) } });
 }
 
 export async function readyzResponse(check: ReadinessCheck | undefined): Promise<Response> {

@@ -9,6 +9,7 @@ import type { Logger } from '../shared/log.js';
 import { createAuthenticator } from './auth.js';
 import { errorReply } from './errors.js';
 import { createFileHandler, rawPathOf, type FileRequest } from './files.js';
+import { createBlobsCheck } from './blobs-check.js';
 import { readinessCheck } from './health.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
@@ -119,12 +120,16 @@ export async function createServeHandler(config: Config, opts: HandlerOptions): 
     metrics,
     log,
   });
+  // serve.blobs as a URL is fetched through once now (logging what is wrong) and again on /readyz.
+  const blobsCheck = s.blobs === 'embedded' ? undefined : createBlobsCheck({ urls, index, log });
+  void blobsCheck?.();
+  const ready = readinessCheck(l, index, blobsCheck);
   const origin = createOriginResolver({ publicUrl: s['public-url'], trustedProxies: s['trusted-proxies'] });
 
   // /metrics, /healthz and the 404s go through Hono, loaded on the first such request.
   let fallback: Promise<(req: http.IncomingMessage, res: http.ServerResponse) => void> | undefined;
   const viaFallback = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    fallback ??= import('./app.js').then((m) => m.createFallbackListener({ index, metrics, pullThrough, ready: readinessCheck(l, index) }));
+    fallback ??= import('./app.js').then((m) => m.createFallbackListener({ index, metrics, pullThrough, ready }));
     fallback.then(
       (listener) => listener(req, res),
       (err: Error) => {

@@ -7,6 +7,7 @@ import { benchServe } from './bench/serve.js';
 import { benchCatalog, formatCatalog } from './bench/catalog.js';
 import { benchStartup, formatStartup } from './bench/startup.js';
 import { benchPush, formatPush } from './bench/push.js';
+import { benchWorkers, formatWorkers } from './bench/workers.js';
 
 const only = process.argv[2];
 const fmt = (n: number) => n.toFixed(n >= 100 ? 0 : 2);
@@ -42,4 +43,7 @@ if (!only || only === 'startup') {
 }
 if (!only || only === 'push') {
   console.log(formatPush(await benchPush()));
+}
+if (!only || only === 'workers') {
+  console.log(formatWorkers(await benchWorkers()));
 }

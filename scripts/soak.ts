@@ -4,7 +4,7 @@
 // nginx blobs (the printed `derrick nginx-conf` under real nginx), and a pull-through route whose
 // docker-registry upstream is killed and restarted. The duration is split over the scenarios.
 //
-//   npm run soak -- --duration 60s [--loops 20] [--modes embedded,nginx,pull-through]
+//   npm run soak -- --duration 60s [--loops 20] [--modes embedded,nginx,pull-through] [--workers N]
 //
 // Prints `pulls N, failed 0, digest mismatches 0, publishes M, gc runs G`; exits 1 on any failure.
 import fs from 'node:fs/promises';
@@ -23,6 +23,8 @@ export interface SoakOptions {
   modes?: SoakMode[];
   /** How often `derrick gc` runs (default: a fifth of each scenario, at least 1 s). */
   gcEveryMs?: number;
+  /** serve --workers per scenario (default 1: one process). */
+  workers?: Partial<Record<SoakMode, number>>;
   log?: (line: string) => void;
 }
 
@@ -52,9 +54,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const scenarios: ScenarioResult[] = [];
   try {
     for (const mode of modes) {
-      const r = await runScenario(mode, path.join(work, mode), per, opts.loops ?? 20, gcEvery);
+      const r = await runScenario(mode, path.join(work, mode), per, opts.loops ?? 20, gcEvery, opts.workers?.[mode] ?? 1);
       scenarios.push(r);
-      opts.log?.(`${mode}: ${summaryLine(r)}, stale answers ${r.stale}${mode === 'pull-through' ? `, upstream restarts ${r.upstreamRestarts}` : ''}`);
+      opts.log?.(`${mode}${r.workers > 1 ? ` (${r.workers} workers)` : ''}: ${summaryLine(r)}, stale answers ${r.stale}${mode === 'pull-through' ? `, upstream restarts ${r.upstreamRestarts}` : ''}`);
     }
   } finally {
     await fs.rm(work, { recursive: true, force: true, maxRetries: 3 });
@@ -76,16 +78,23 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { duration: { type: 'string', default: '60s' }, loops: { type: 'string', default: '20' }, modes: { type: 'string', default: ALL_MODES.join(',') } },
+    options: {
+      duration: { type: 'string', default: '60s' },
+      loops: { type: 'string', default: '20' },
+      modes: { type: 'string', default: ALL_MODES.join(',') },
+      workers: { type: 'string', default: '1' },
+    },
   });
   const durationMs = parseDuration(values.duration);
   const loops = Number(values.loops);
   const modes = values.modes.split(',') as SoakMode[];
   if (durationMs === null || durationMs <= 0) return usage(`--duration "${values.duration}" is not a duration (e.g. 60s)`);
   if (!Number.isInteger(loops) || loops < 1) return usage(`--loops "${values.loops}" is not a positive integer`);
+  const workers = Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1) return usage(`--workers "${values.workers}" is not a positive integer`);
   const unknown = modes.filter((m) => !ALL_MODES.includes(m));
   if (unknown.length) return usage(`--modes: unknown ${unknown.join(', ')} (known: ${ALL_MODES.join(', ')})`);
-  const r = await runSoak({ durationMs, loops, modes, log: (l) => console.log(l) });
+  const r = await runSoak({ durationMs, loops, modes, workers: Object.fromEntries(modes.map((m) => [m, workers])), log: (l) => console.log(l) });
   for (const e of r.errors) console.error(`error: ${e}`);
   console.log(summaryLine(r));
   return r.failed === 0 && r.digestMismatches === 0 ? 0 : 1;

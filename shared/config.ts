@@ -135,6 +135,8 @@ const serve = z
     'public-url': publicUrl.optional(),
     /** Peers whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or CIDR ranges). */
     'trusted-proxies': z.array(addressRange).default([]),
+    /** Processes answering on the port (node:cluster); auto: one per CPU (os.availableParallelism). */
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(999)]).default(1),
   })
   .strict();
 

@@ -30,6 +30,7 @@ const BAD: BadCase[] = [
   { name: 'unknown top-level key', yaml: 'root: ./var\nrepositories: []\n', line: 2, key: 'repositories', says: /unknown key "repositories"/ },
   { name: 'unknown repo key', yaml: repo(['    tagz: [v1]']), line: 4, key: 'repos[0].tagz', says: /unknown key "tagz"/ },
   { name: 'repo-concurrency of 0', yaml: 'root: ./var\nrepo-concurrency: 0\n', line: 2, key: 'repo-concurrency', says: />=\s*1|too small/i },
+  { name: 'serve.workers of 0', yaml: 'serve:\n  workers: 0\n', line: 2, key: 'serve.workers', says: />=\s*1|too small/i },
   { name: 'cache.fill-memory that is not a size', yaml: 'cache:\n  fill-memory: lots\n', line: 2, key: 'cache.fill-memory', says: /"lots" is not a size/ },
   { name: 'uppercase repo name', yaml: 'repos:\n  - name: Team/App\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
   { name: '".." in a repo name', yaml: 'repos:\n  - name: team/../etc\n    from: oci:./x\n', line: 2, key: 'repos[0].name', says: /not a valid repository name/ },
@@ -124,6 +125,7 @@ describe('malformed derrick.yaml: the CLI exits 2 naming the file, line and key'
       [['publish', '-c', file, 'b'], /no repo named b/],
       [['publish', '-c', file, '--no-fetch', '--force-fetch'], /exclude each other/],
       [['publish', '-c', file, '--wait', 'a while'], /--wait: "a while" is not a duration/],
+      [['serve', '-c', file, '--workers', 'many'], /--workers: "many" is not a number from 1 to 999 or auto/],
     ];
     for (const [args, says] of cases) {
       const r = await derrick(args);

@@ -1,6 +1,8 @@
 // GET/HEAD /v2/<cache-repo>/blobs/<digest> for what is not published yet: from the store when
 // this repo has proven the blob (invariant 9), else one upstream GET per digest however many
-// clients ask, streamed to them while it is verified and stored.
+// clients ask, streamed to them while it is verified and stored. Across serve's workers the fill
+// lock (fill-lock.ts) makes it one GET per digest: a worker that finds another one fetching waits
+// and then serves the stored blob like any other hit.
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { errors, RegistryError } from '../../shared/errors.js';
@@ -9,9 +11,14 @@ import { reply, type Reply } from '../reply.js';
 import { describeBlob } from './cache-repo.js';
 import type { PullThroughContext, PullThroughRequest } from './context.js';
 import { upstreamToRegistryError } from './errors.js';
+import { createFillLocks } from './fill-lock.js';
+import { createSingleFlight } from './single-flight.js';
 import type { RouteMatch } from './routes.js';
 
 export type BlobPath = (req: PullThroughRequest, m: RouteMatch, name: string, digest: string) => Promise<Reply>;
+
+/** How long a worker waits for another one's fill of the same blob before answering 503. */
+const FILL_WAIT_MS = 10 * 60_000;
 
 const blobHeaders = (digest: string, size: number | undefined): Record<string, string> => ({
   'Content-Type': 'application/octet-stream',
@@ -23,8 +30,18 @@ const blobHeaders = (digest: string, size: number | undefined): Record<string, s
 export function createBlobPath(c: PullThroughContext): BlobPath {
   const { o, store, fills, committer, proofs } = c;
   const l = o.layout;
+  const locks = createFillLocks(l);
+  /** This worker's requests for one digest share one lock claim (not counted as cache joins). */
+  const claims = createSingleFlight();
   /** digest -> the cached repo whose request started the running fill (its upstream's bytes). */
   const fillOwner = new Map<string, string>();
+
+  /** The store's copy, once this repo's upstream is known to have the blob (invariant 9). */
+  const fromStore = async (req: PullThroughRequest, m: RouteMatch, name: string, digest: string): Promise<Reply> => {
+    await proofs.check(c.repoFor(name, m), m, digest, c.requestOpts(req, m));
+    const { size } = await fs.stat(l.storeBlob(digest));
+    return reply(req.method, 200, blobHeaders(digest, size), req.method === 'HEAD' ? null : createReadStream(l.storeBlob(digest)));
+  };
 
   const fromUpstream = async (req: PullThroughRequest, m: RouteMatch, name: string, digest: string, size: number | undefined): Promise<Reply> => {
     const repo = c.repoFor(name, m);
@@ -34,17 +51,35 @@ export function createBlobPath(c: PullThroughContext): BlobPath {
       return reply('HEAD', 200, blobHeaders(digest, head.size ?? size));
     }
     o.metrics.cache.misses.inc();
-    const { fill, joined } = fills.fill(digest, size, {
-      open: async (signal) => {
-        const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: c.requestOpts(req, m).headers });
-        return { body: r.body, size: r.size };
-      },
-    });
+    // No fill of it here yet: take the cross-worker lock (requests of this worker share the wait).
+    let lock: Awaited<ReturnType<typeof locks.claim>>;
+    if (!fills.running(digest)) {
+      lock = await claims(digest, () => locks.claim(digest, () => store.has(digest), FILL_WAIT_MS));
+      // Another worker stored it meanwhile: a hit like any other.
+      if (!lock && !fills.running(digest)) return fromStore(req, m, name, digest);
+    }
+    let started: ReturnType<typeof fills.fill>;
+    try {
+      started = fills.fill(digest, size, {
+        open: async (signal) => {
+          const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: c.requestOpts(req, m).headers });
+          return { body: r.body, size: r.size };
+        },
+      });
+    } catch (err) {
+      await lock?.release();
+      throw err;
+    }
+    const { fill, joined } = started;
     if (joined) {
       o.metrics.cache.joins.inc();
       // A fill another cached repo started streams its upstream's bytes: this one's must have them too.
       if (fillOwner.get(digest) !== name) await proofs.check(repo, m, digest, c.requestOpts(req, m));
     } else {
+      if (lock) {
+        const held = lock;
+        fill.done.finally(() => held.release()).catch(() => {});
+      }
       fillOwner.set(digest, name);
       fill.done.then(
         () => repo.proven.add(digest),
@@ -71,10 +106,8 @@ export function createBlobPath(c: PullThroughContext): BlobPath {
     try {
       if (await store.has(digest)) {
         // In the store, perhaps for another repo's sake: served only once proven for this one.
-        await proofs.check(repo, m, digest, c.requestOpts(req, m));
         o.metrics.cache.hits.inc();
-        const { size } = await fs.stat(l.storeBlob(digest));
-        return reply(req.method, 200, blobHeaders(digest, size), req.method === 'HEAD' ? null : createReadStream(l.storeBlob(digest)));
+        return await fromStore(req, m, name, digest);
       }
       if (m.route.policy === 'Never') throw errors.blobUnknown(name, digest);
       return await fromUpstream(req, m, name, digest, described.size);

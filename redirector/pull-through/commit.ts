@@ -8,11 +8,11 @@ import type { Logger } from '../../shared/log.js';
 import { acquireLock } from '../../shared/publish/lock.js';
 import { publishRepo } from '../../shared/publish/publish.js';
 import { planRetention, removeMasters } from '../../shared/publish/retention.js';
-import { RepoStateSchema, writeRepoState, type RepoState } from '../../shared/publish/repo-state.js';
+import { readRepoState, RepoStateSchema, writeRepoState, type RepoState } from '../../shared/publish/repo-state.js';
 import { fsyncDir, readdirOrEmpty } from '../../shared/publish/fsutil.js';
 import type { Store } from '../../shared/publish/store.js';
 import { parseRedirectFile } from '../../shared/redirect-file.js';
-import { committedState, isForeign, type CacheRepo } from './cache-repo.js';
+import { addManifest, cachedManifest, committedState, isForeign, type CacheRepo } from './cache-repo.js';
 import type { Proofs } from './provenance.js';
 
 export interface Committer {
@@ -103,16 +103,39 @@ export function createCommitter(o: CommitterOptions): Committer {
     await o.proofs.drop(name);
   };
 
+  /**
+   * Tags another process committed since this one last did (serve --workers: each worker knows
+   * the pulls it answered): taken into this repo so that its commit doesn't drop them. Their blobs
+   * count as unproven here and are confirmed at the upstream like any other. Tags this process
+   * committed and then evicted are not in the disk state's difference, so they stay evicted.
+   */
+  const mergeOthers = async (repo: CacheRepo) => {
+    const disk = await readRepoState(l, repo.name).catch(() => undefined);
+    if (!disk || !disk.source.startsWith('pull-through:')) return;
+    const mine = committed.get(repo.name);
+    for (const [tag, digest] of Object.entries(disk.tags)) {
+      if (repo.tags.has(tag) || mine?.tags[tag] === digest) continue;
+      for (const [d, m] of Object.entries(disk.manifests)) {
+        if (repo.manifests.has(d)) continue;
+        const bytes = await o.store.read(d).catch(() => undefined);
+        if (bytes) addManifest(repo, d, cachedManifest(bytes, m.mediaType));
+      }
+      repo.tags.set(tag, { digest, checkedAt: 0 });
+    }
+  };
+
   const publish = async (name: string): Promise<void> => {
     const repo = o.repos.get(name);
     if (!repo) return;
-    const present = await presentSet(repo);
-    // A blob the store holds for another repo's sake is published here only once this repo's
-    // upstream confirms it has it (invariant 9).
-    await o.proofs.checkAll(repo, [...present].filter((d) => !repo.proven.has(d)));
-    const state = committedState(repo, (d) => present.has(d));
+    // Held from the merge to the write, so two workers' commits of one repo can't lose each other's tags.
     const lock = await acquireLock(l.repoLock(name), `repo ${name}`, 60_000);
     try {
+      await mergeOthers(repo);
+      const present = await presentSet(repo);
+      // A blob the store holds for another repo's sake is published here only once this repo's
+      // upstream confirms it has it (invariant 9).
+      await o.proofs.checkAll(repo, [...present].filter((d) => !repo.proven.has(d)));
+      const state = committedState(repo, (d) => present.has(d));
       if (!state) {
         if (committed.has(name)) await unpublish(name);
         committed.delete(name);

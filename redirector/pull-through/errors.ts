@@ -1,6 +1,7 @@
 // An upstream's failure as the client should see it: one mapping, in one place.
 import { RegistryError } from '../../shared/errors.js';
 import { UpstreamError } from '../../shared/registry/errors.js';
+import { FillWaitTimeout } from './fill-lock.js';
 
 /** Failures after which a cached copy may be served stale. */
 export function isUpstreamDown(err: unknown): boolean {
@@ -20,6 +21,9 @@ export function upstreamToRegistryError(err: unknown, upstream: string, what: 'm
   if (err instanceof RegistryError) return err;
   if ((err as Error)?.name === 'TimeoutError') {
     return new RegistryError('UNAVAILABLE', `upstream ${upstream} timed out`, { name, reference: ref }, 504);
+  }
+  if (err instanceof FillWaitTimeout) {
+    return new RegistryError('UNAVAILABLE', `${err.message}; retry later`, { name, reference: ref }, 503, { 'Retry-After': '5' });
   }
   if (isLocalFsError(err)) {
     return new RegistryError('UNAVAILABLE', `derrick's store failed: ${err.message}`, { name, reference: ref }, 503);

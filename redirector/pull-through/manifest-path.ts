@@ -2,18 +2,24 @@
 // tag-ttl, from memory), a manifest by digest is fetched once and never rechecked, and when the
 // upstream fails a cached tag is served stale.
 import { errors, RegistryError } from '../../shared/errors.js';
+import { repoKey } from '../../shared/layout.js';
 import { amd64Child, isIndexType, isSha256Digest, REFERRER_TAG_RE } from '../../shared/oci.js';
 import { inlineManifestReply, manifestReply } from '../manifests.js';
 import type { Reply } from '../reply.js';
 import { addManifest, cachedManifest, type CachedManifest, type CacheRepo } from './cache-repo.js';
 import { STALE_WARNING, type PullThroughContext, type PullThroughRequest } from './context.js';
 import { isUpstreamDown, upstreamToRegistryError } from './errors.js';
+import { createFillLocks } from './fill-lock.js';
 import type { RouteMatch } from './routes.js';
+
+/** How long a worker waits for another one's fetch of the same manifest. */
+const MANIFEST_WAIT_MS = 60_000;
 
 export type ManifestPath = (req: PullThroughRequest, m: RouteMatch, name: string, ref: string, kind: 'tag' | 'digest') => Promise<Reply>;
 
 export function createManifestPath(c: PullThroughContext): ManifestPath {
   const { o, store, committer, accessLog, once } = c;
+  const locks = createFillLocks(o.layout);
 
   /** A manifest by digest from memory, the repo's own publish, or (once) the upstream. */
   const loadManifest = async (req: PullThroughRequest, m: RouteMatch, repo: CacheRepo, digest: string, allowFetch: boolean): Promise<CachedManifest | undefined> => {
@@ -23,13 +29,25 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     const published = pub?.current.manifests.get(digest);
     if (pub && published) return addManifest(repo, digest, cachedManifest(await o.index.readManifest(pub.current, digest), published.mediaType));
     if (!allowFetch) return undefined;
-    return once(`manifest ${repo.name}@${digest}`, async () => {
-      o.metrics.cache.misses.inc();
+    const fetchManifest = async (): Promise<CachedManifest> => {
       const fetched = await m.route.client.getManifest(m.upstreamRepo, digest, c.requestOpts(req, m));
       await store.putBytes(fetched.digest, fetched.bytes);
       const cm = addManifest(repo, digest, cachedManifest(fetched.bytes, fetched.mediaType));
       if (!cm.children && cm.blobs.length === 0) committer.schedule(repo.name);
       return cm;
+    };
+    return once(`manifest ${repo.name}@${digest}`, async () => {
+      o.metrics.cache.misses.inc();
+      // Across serve's workers: one GET per repo and digest (fill-lock.ts); a waiter reads the store.
+      const lock = await locks.claim(digest, async (afterWait) => afterWait && (await store.has(digest)), MANIFEST_WAIT_MS, repoKey(repo.name));
+      const stored = lock ? undefined : await store.read(digest);
+      const type = stored && (JSON.parse(stored.toString('utf8')) as { mediaType?: unknown }).mediaType;
+      if (stored && typeof type === 'string') return addManifest(repo, digest, cachedManifest(stored, type));
+      try {
+        return await fetchManifest();
+      } finally {
+        await lock?.release();
+      }
     });
   };
 

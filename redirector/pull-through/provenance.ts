@@ -64,6 +64,13 @@ export function createProofs(o: ProofsOptions): Proofs {
       throw errors.blobUnknown(repo.name, digest);
     }
     await o.once(`proof ${repo.name}@${digest}`, async () => {
+      // Recorded by a commit of another process (serve --workers): proven without asking the
+      // upstream, which may be down while the cached image must still be served.
+      const recorded = await load(repo.name, m).catch(() => undefined);
+      if (recorded?.has(digest)) {
+        for (const d of recorded) repo.proven.add(d);
+        return;
+      }
       const head = await m.route.client.headBlob(m.upstreamRepo, digest, opts);
       if (head.digest && head.digest !== digest) {
         throw new RegistryError('UNAVAILABLE', `upstream ${m.route.cfg.url} answered for ${head.digest} when asked for ${digest}`, { name: repo.name, digest }, 502);

@@ -15,6 +15,7 @@ export type SoakMode = 'embedded' | 'nginx' | 'pull-through';
 
 export interface ScenarioResult extends PullStats, PublisherStats {
   mode: SoakMode;
+  workers: number;
   upstreamRestarts: number;
 }
 
@@ -61,8 +62,9 @@ async function flapUpstream(up: Upstream, until: () => boolean, stats: Publisher
   }
 }
 
-export async function runScenario(mode: SoakMode, dir: string, durationMs: number, loops: number, gcEveryMs: number): Promise<ScenarioResult> {
-  const stats: ScenarioResult = { mode, pulls: 0, failed: 0, digestMismatches: 0, stale: 0, errors: [], publishes: 0, gcRuns: 0, upstreamRestarts: 0 };
+/** `workers`: serve --workers (1: one process). */
+export async function runScenario(mode: SoakMode, dir: string, durationMs: number, loops: number, gcEveryMs: number, workers = 1): Promise<ScenarioResult> {
+  const stats: ScenarioResult = { mode, workers, pulls: 0, failed: 0, digestMismatches: 0, stale: 0, errors: [], publishes: 0, gcRuns: 0, upstreamRestarts: 0 };
   const pubStats: PublisherStats = { publishes: 0, gcRuns: 0, failed: 0, errors: [] };
   const children: Child[] = [];
   let upstream: Upstream | undefined;
@@ -92,7 +94,7 @@ export async function runScenario(mode: SoakMode, dir: string, durationMs: numbe
     if (mode === 'nginx') children.push(await startNginxFor(configFile, path.join(dir, 'nginx'), nginxPort));
 
     const port = await freePort();
-    const serve = startChild(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`]);
+    const serve = startChild(process.execPath, [CLI, 'serve', '-c', configFile, '--listen', `127.0.0.1:${port}`, '--workers', String(workers)]);
     children.push(serve);
     const base = `http://127.0.0.1:${port}`;
     await waitForHttp(`${base}/v2/`, 30_000, serve);

@@ -51,6 +51,8 @@ export interface BlobFill {
 export interface FillRegistry {
   /** The running fill for a digest, or a new one; `joined` says whether this call shared an existing fill. */
   fill(digest: string, expectedSize: number | undefined, source: FillSource): { fill: BlobFill; joined: boolean };
+  /** Whether a fill of the digest is running (a new request would join it). */
+  running(digest: string): boolean;
   active(): number;
   /** Bytes the fills hold in memory now: unwritten, and kept for readers behind the download. */
   memoryHeld(): number;
@@ -256,7 +258,7 @@ export function createFillRegistry(opts: FillRegistryOptions): FillRegistry {
     for (const f of pool.holders) n += f.received - f.memStart;
     return n;
   };
-  return { fill, active: () => fills.size, memoryHeld };
+  return { fill, running: (digest) => fills.has(digest), active: () => fills.size, memoryHeld };
 }
 
 function startFill(
