@@ -42,7 +42,16 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
       const lock = await locks.claim(digest, async (afterWait) => afterWait && (await store.has(digest)), MANIFEST_WAIT_MS, repoKey(repo.name));
       const stored = lock ? undefined : await store.read(digest);
       const type = stored && (JSON.parse(stored.toString('utf8')) as { mediaType?: unknown }).mediaType;
-      if (stored && typeof type === 'string') return addManifest(repo, digest, cachedManifest(stored, type));
+      if (stored && typeof type === 'string') {
+        // The store's copy may be another repo's, if this repo's fetch in the other worker failed:
+        // served for this repo only once its own upstream says it has the digest (invariant 9). A
+        // HEAD, so the upstream still sees one GET.
+        const head = await m.route.client.headManifest(m.upstreamRepo, digest, c.requestOpts(req, m));
+        if (head.digest !== undefined && head.digest !== digest) {
+          throw new RegistryError('UNAVAILABLE', `upstream ${m.route.cfg.url} answered for ${head.digest} when asked for ${digest}`, { name: repo.name, digest }, 502);
+        }
+        return addManifest(repo, digest, cachedManifest(stored, type));
+      }
       try {
         return await fetchManifest();
       } finally {
