@@ -150,6 +150,8 @@ const upstream = z
     /** How long one upstream request on a client's behalf may take; past it the upstream counts as failed. */
     timeout: duration.default(30_000),
     concurrency: z.number().int().min(1).max(64).default(4),
+    /** Serving an unpublished image manifest starts fills of its blobs before the client asks. */
+    'pull-ahead': z.boolean().default(true),
   })
   .strict();
 

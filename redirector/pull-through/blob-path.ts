@@ -9,6 +9,7 @@ import { reply, type Reply } from '../reply.js';
 import { describeBlob } from './cache-repo.js';
 import type { PullThroughContext, PullThroughRequest } from './context.js';
 import { upstreamToRegistryError } from './errors.js';
+import type { UpstreamFill } from './upstream-fill.js';
 import type { RouteMatch } from './routes.js';
 
 export type BlobPath = (req: PullThroughRequest, m: RouteMatch, name: string, digest: string) => Promise<Reply>;
@@ -20,11 +21,9 @@ const blobHeaders = (digest: string, size: number | undefined): Record<string, s
   'Cache-Control': 'public, max-age=31536000, immutable',
 });
 
-export function createBlobPath(c: PullThroughContext): BlobPath {
-  const { o, store, fills, committer, proofs } = c;
+export function createBlobPath(c: PullThroughContext, startFill: UpstreamFill): BlobPath {
+  const { o, store, proofs } = c;
   const l = o.layout;
-  /** digest -> the cached repo whose request started the running fill (its upstream's bytes). */
-  const fillOwner = new Map<string, string>();
 
   const fromUpstream = async (req: PullThroughRequest, m: RouteMatch, name: string, digest: string, size: number | undefined): Promise<Reply> => {
     const repo = c.repoFor(name, m);
@@ -34,27 +33,10 @@ export function createBlobPath(c: PullThroughContext): BlobPath {
       return reply('HEAD', 200, blobHeaders(digest, head.size ?? size));
     }
     o.metrics.cache.misses.inc();
-    const { fill, joined } = fills.fill(digest, size, {
-      open: async (signal) => {
-        const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: c.requestOpts(req, m).headers });
-        return { body: r.body, size: r.size };
-      },
-    });
-    if (joined) {
-      o.metrics.cache.joins.inc();
-      // A fill another cached repo started streams its upstream's bytes: this one's must have them too.
-      if (fillOwner.get(digest) !== name) await proofs.check(repo, m, digest, c.requestOpts(req, m));
-    } else {
-      fillOwner.set(digest, name);
-      fill.done.then(
-        () => repo.proven.add(digest),
-        () => {},
-      ).finally(() => fillOwner.get(digest) === name && fillOwner.delete(digest));
-    }
-    fill.done.then(
-      () => committer.schedule(name),
-      () => {},
-    );
+    const { fill, joined, foreignOwner } = startFill(m, name, digest, size, c.requestOpts(req, m).headers);
+    if (joined) o.metrics.cache.joins.inc();
+    // A fill another cached repo started streams its upstream's bytes: this one's must have them too.
+    if (foreignOwner) await proofs.check(repo, m, digest, c.requestOpts(req, m));
     const ready = await fill.ready;
     return reply('GET', 200, blobHeaders(digest, ready.size), fill.reader());
   };
