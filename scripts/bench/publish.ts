@@ -84,7 +84,7 @@ export async function run(ctx: BenchContext): Promise<Row[]> {
   ctx.log(`publish: 1,000-tag repo plus one, against a one-tag repo, ${rounds} rounds`);
   const p = await benchPublish(rounds);
   return [
-    row({ group: 'publish', what: `incremental, ${p.tags - 1} tags + 1 (median of ${rounds})`, figure: p.incrementalMs, unit: 'ms', baseline: { what: 'one-tag publish', figure: p.oneTagMs }, goal: { op: '<=', value: 2 }, raw: p }),
+    row({ group: 'publish', what: `incremental, 1,000 tags + 1 (median of ${rounds})`, figure: p.incrementalMs, unit: 'ms', baseline: { what: 'one-tag publish', figure: p.oneTagMs }, goal: { op: '<=', value: 2 }, raw: p }),
     row({ group: 'publish', what: `blob bytes copied into the master (${p.blobFiles} blobs)`, figure: p.copiedBytes, unit: 'B', goal: { op: '<=', value: 0 } }),
   ];
 }
