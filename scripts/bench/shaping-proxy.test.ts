@@ -12,7 +12,11 @@ describe('shaping proxy', () => {
   let origin: http.Server;
   let port: number;
   beforeAll(async () => {
-    origin = http.createServer((_req, res) => res.end(BODY));
+    // /close answers with Connection: close, so the origin ends the connection after its last byte.
+    origin = http.createServer((req, res) => {
+      if (req.url === '/close') res.setHeader('Connection', 'close');
+      res.end(BODY);
+    });
     await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
     port = (origin.address() as AddressInfo).port;
   });
@@ -36,6 +40,15 @@ describe('shaping proxy', () => {
       const t0 = performance.now();
       await Promise.all([timedGet(url), timedGet(url)]);
       expect(performance.now() - t0).toBeGreaterThanOrEqual(375);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('an origin that closes after its last byte: the client still gets every byte', async () => {
+    const proxy = await startShapingProxy({ host: '127.0.0.1', port }, { rate: 10e6, perConn: 0, latencyMs: 0 });
+    try {
+      expect(await timedGet(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}/close`)).toBeGreaterThanOrEqual(175);
     } finally {
       proxy.close();
     }

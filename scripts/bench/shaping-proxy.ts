@@ -54,8 +54,11 @@ export function startShapingProxy(target: { host: string; port: number }, shape:
       client.destroy();
       upstream.destroy();
     };
+    // The upstream closing after its last byte (end) is not an error: the queued bytes still go
+    // out, then the client's side is ended. Any other close cuts the client off.
+    let ended = false;
     client.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', () => ended || close());
     // Requests: each chunk is held `latency` ms, in order.
     client.on('data', (chunk) => {
       const now = performance.now();
@@ -65,7 +68,6 @@ export function startShapingProxy(target: { host: string; port: number }, shape:
     // Responses: queued, and let through as the shared and the connection's buckets allow.
     const queue: Buffer[] = [];
     let queued = 0;
-    let ended = false;
     let timer: NodeJS.Timeout | undefined;
     let draining = false;
     const pump = () => {
