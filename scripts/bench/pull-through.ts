@@ -112,7 +112,7 @@ async function waitForCommit(d: RunningDerrick, repo: string, digest: string, ti
   await waitForHttp(`${d.url}/v2/${repo}/blobs/${digest}`, d.child, timeoutMs, (s) => s === 307 || s === 302);
 }
 
-export async function benchPullThrough(opts: { rounds?: number; layerBytes?: number; layers?: number; gzip?: boolean; shape?: { rateMBs: number; perConnMBs?: number; latencyMs: number } } = {}): Promise<PullThroughBench> {
+export async function benchPullThrough(opts: { rounds?: number; layerBytes?: number; layers?: number; gzip?: boolean; shape?: { rateMBs: number; perConnMBs?: number; latencyMs: number }; routeExtra?: string[] } = {}): Promise<PullThroughBench> {
   const rounds = opts.rounds ?? 3;
   const layers = opts.layers ?? 4;
   const layerBytes = opts.layerBytes ?? 26 * 1024 * 1024;
@@ -153,7 +153,7 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     // The far upstream: the registry itself (loopback), or the shaping proxy in front of it.
     const far = opts.shape ? await startShaper(upstream.host, opts.shape) : upstream;
     const derrickDir = path.join(dir, 'derrick');
-    const d = await startDerrick(derrickDir, far.url);
+    const d = await startDerrick(derrickDir, far.url, 'embedded', opts.routeExtra);
     await timedPull(d.host, `hub/${repos[0]}`, scratch);
 
     const direct: number[] = [];
