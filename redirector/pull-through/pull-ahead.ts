@@ -10,6 +10,7 @@
 // fills share the fill memory budget with everything else. A fill nobody reads holds almost no
 // memory: its bytes go to the temp file. The cost: when a client only wanted the manifest
 // (an `inspect`), the image's blobs are fetched from the upstream and stored anyway.
+import { existsSync } from 'node:fs';
 import type { CachedManifest, CacheRepo } from './cache-repo.js';
 import { isForeign } from './cache-repo.js';
 import type { PullThroughContext } from './context.js';
@@ -51,7 +52,10 @@ export function createPullAhead(c: PullThroughContext, startFill: UpstreamFill):
   const runJob = async (j: Job): Promise<void> => {
     try {
       // Stored already (for this repo or another): the client's request proves and serves it.
-      if (await c.store.has(j.digest)) return;
+      // Checked synchronously, in the same tick as the fill lookup: a fill renames its file into
+      // the store before it leaves the registry, so a blob is always seen either stored or
+      // filling. An await between the two let a fill finish unseen and the blob be fetched twice.
+      if (existsSync(c.o.layout.storeBlob(j.digest))) return;
       const { fill, foreignOwner } = startFill(j.m, j.name, j.digest, j.size, j.headers);
       // Another repo's fill: its bytes prove nothing here, so waiting on it would only hold a slot.
       if (foreignOwner) return;
