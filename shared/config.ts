@@ -156,6 +156,8 @@ const upstream = z
     concurrency: z.number().int().min(1).max(64).default(4),
     /** Serve the referrer tags (cosign's `.sig`, the tag schema's `sha256-<hex>`) of what it caches. */
     referrers: z.boolean().default(true),
+    /** Serving an unpublished image manifest starts fills of its blobs before the client asks. */
+    'pull-ahead': z.boolean().default(true),
   })
   .strict();
 

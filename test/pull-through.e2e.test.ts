@@ -602,7 +602,8 @@ describe.skipIf(!hasTools)('pull-through cache (real docker-registry upstream)',
     beforeAll(async () => {
       const dir = path.join(tmp.dir, 'gc');
       root = path.join(dir, 'var');
-      const routes = [{ prefix: 'hub', url: reg.url, tagTtl: '1h' }];
+      // No pull-ahead: the test needs an image left incomplete after its manifest is served.
+      const routes = [{ prefix: 'hub', url: reg.url, tagTtl: '1h', pullAhead: false }];
       file = await writePtConfig(dir, 'derrick.yaml', { routes });
       graceZero = await writePtConfig(dir, 'grace-zero.yaml', { routes, grace: '0s' });
       serve = await startPtServe(file);

@@ -1,8 +1,8 @@
 // GET/HEAD /v2/<cache-repo>/blobs/<digest> for what is not published yet: from the store when
 // this repo has proven the blob (invariant 9), else one upstream GET per digest however many
 // clients ask, streamed to them while it is verified and stored. Across serve's workers the fill
-// lock (fill-lock.ts) makes it one GET per digest: a worker that finds another one fetching waits
-// and then serves the stored blob like any other hit.
+// lock makes it one GET per digest (upstream-fill.ts): a worker that finds another one fetching
+// waits and then serves the stored blob like any other hit.
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { errors, RegistryError } from '../../shared/errors.js';
@@ -11,14 +11,10 @@ import { reply, type Reply } from '../reply.js';
 import { describeBlob } from './cache-repo.js';
 import type { PullThroughContext, PullThroughRequest } from './context.js';
 import { upstreamToRegistryError } from './errors.js';
-import { createFillLocks } from './fill-lock.js';
-import { createSingleFlight } from './single-flight.js';
+import type { UpstreamFill } from './upstream-fill.js';
 import type { RouteMatch } from './routes.js';
 
 export type BlobPath = (req: PullThroughRequest, m: RouteMatch, name: string, digest: string) => Promise<Reply>;
-
-/** How long a worker waits for another one's fill of the same blob before answering 503. */
-const FILL_WAIT_MS = 10 * 60_000;
 
 const blobHeaders = (digest: string, size: number | undefined): Record<string, string> => ({
   'Content-Type': 'application/octet-stream',
@@ -27,14 +23,9 @@ const blobHeaders = (digest: string, size: number | undefined): Record<string, s
   'Cache-Control': 'public, max-age=31536000, immutable',
 });
 
-export function createBlobPath(c: PullThroughContext): BlobPath {
-  const { o, store, fills, committer, proofs } = c;
+export function createBlobPath(c: PullThroughContext, startFill: UpstreamFill): BlobPath {
+  const { o, store, proofs } = c;
   const l = o.layout;
-  const locks = createFillLocks(l);
-  /** This worker's requests for one digest share one lock claim (not counted as cache joins). */
-  const claims = createSingleFlight();
-  /** digest -> the cached repo whose request started the running fill (its upstream's bytes). */
-  const fillOwner = new Map<string, string>();
 
   /** The store's copy, once this repo's upstream is known to have the blob (invariant 9). */
   const fromStore = async (req: PullThroughRequest, m: RouteMatch, name: string, digest: string): Promise<Reply> => {
@@ -51,45 +42,13 @@ export function createBlobPath(c: PullThroughContext): BlobPath {
       return reply('HEAD', 200, blobHeaders(digest, head.size ?? size));
     }
     o.metrics.cache.misses.inc();
-    // No fill of it here yet: take the cross-worker lock (requests of this worker share the wait).
-    let lock: Awaited<ReturnType<typeof locks.claim>>;
-    if (!fills.running(digest)) {
-      lock = await claims(digest, () => locks.claim(digest, () => store.has(digest), FILL_WAIT_MS));
-      // Another worker stored it meanwhile: a hit like any other.
-      if (!lock && !fills.running(digest)) return fromStore(req, m, name, digest);
-    }
-    let started: ReturnType<typeof fills.fill>;
-    try {
-      started = fills.fill(digest, size, {
-        open: async (signal) => {
-          const r = await m.route.client.getBlob(m.upstreamRepo, digest, { signal, headers: c.requestOpts(req, m).headers });
-          return { body: r.body, size: r.size };
-        },
-      });
-    } catch (err) {
-      await lock?.release();
-      throw err;
-    }
-    const { fill, joined } = started;
-    if (joined) {
-      o.metrics.cache.joins.inc();
-      // A fill another cached repo started streams its upstream's bytes: this one's must have them too.
-      if (fillOwner.get(digest) !== name) await proofs.check(repo, m, digest, c.requestOpts(req, m));
-    } else {
-      if (lock) {
-        const held = lock;
-        fill.done.finally(() => held.release()).catch(() => {});
-      }
-      fillOwner.set(digest, name);
-      fill.done.then(
-        () => repo.proven.add(digest),
-        () => {},
-      ).finally(() => fillOwner.get(digest) === name && fillOwner.delete(digest));
-    }
-    fill.done.then(
-      () => committer.schedule(name),
-      () => {},
-    );
+    const started = await startFill(m, name, digest, size, c.requestOpts(req, m).headers);
+    // Another worker stored it while this one waited: a hit like any other.
+    if (started === 'stored') return fromStore(req, m, name, digest);
+    const { fill, joined, foreignOwner } = started;
+    if (joined) o.metrics.cache.joins.inc();
+    // A fill another cached repo started streams its upstream's bytes: this one's must have them too.
+    if (foreignOwner) await proofs.check(repo, m, digest, c.requestOpts(req, m));
     const ready = await fill.ready;
     return reply('GET', 200, blobHeaders(digest, ready.size), fill.reader());
   };

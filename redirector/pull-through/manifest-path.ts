@@ -10,6 +10,7 @@ import { addManifest, cachedManifest, type CachedManifest, type CacheRepo } from
 import { STALE_WARNING, type PullThroughContext, type PullThroughRequest } from './context.js';
 import { isUpstreamDown, upstreamToRegistryError } from './errors.js';
 import { createFillLocks } from './fill-lock.js';
+import type { PullAhead } from './pull-ahead.js';
 import type { RouteMatch } from './routes.js';
 
 /** How long a worker waits for another one's fetch of the same manifest. */
@@ -17,7 +18,7 @@ const MANIFEST_WAIT_MS = 60_000;
 
 export type ManifestPath = (req: PullThroughRequest, m: RouteMatch, name: string, ref: string, kind: 'tag' | 'digest') => Promise<Reply>;
 
-export function createManifestPath(c: PullThroughContext): ManifestPath {
+export function createManifestPath(c: PullThroughContext, pullAhead: PullAhead): ManifestPath {
   const { o, store, committer, accessLog, once } = c;
   const locks = createFillLocks(o.layout);
 
@@ -60,9 +61,12 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     });
   };
 
-  const serveManifest = (req: PullThroughRequest, repo: CacheRepo, digest: string, cm: CachedManifest, kind: 'tag' | 'digest', maxAge: number, stale: boolean): Reply => {
+  const serveManifest = (req: PullThroughRequest, m: RouteMatch, repo: CacheRepo, digest: string, cm: CachedManifest, kind: 'tag' | 'digest', maxAge: number, stale: boolean): Reply => {
     const published = o.index.peek(repo.name);
     const extra: Record<string, string> = stale ? { Warning: STALE_WARNING } : {};
+    // An image about to be pulled and not published yet: start fetching its blobs now. Not on
+    // HEAD, which asks whether the tag moved, not for the image.
+    if (req.method === 'GET' && !published?.current.manifests.has(digest)) pullAhead(m, repo, cm, c.requestOpts(req, m).headers);
     if (published?.current.manifests.has(digest) && o.manifests === 'redirect') {
       const r = manifestReply({
         method: req.method, repo: published, ref: digest, kind: 'digest', accept: null, ifNoneMatch: req.ifNoneMatch,
@@ -98,7 +102,7 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     const cm = hit ?? (m.route.policy === 'Never' ? undefined : await loadManifest(req, m, repo, digest, true));
     if (!cm) throw errors.manifestUnknown(repo.name, digest);
     touchDigest(repo, digest);
-    return serveManifest(req, repo, digest, cm, 'digest', 0, false);
+    return serveManifest(req, m, repo, digest, cm, 'digest', 0, false);
   };
 
   /** Asks the upstream what the tag names now (one flight from HEAD to the updated tag). */
@@ -137,7 +141,7 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
       if (!cm) throw errors.manifestUnknown(name, ref);
       accessLog.touch(repo, ref);
       const chosen = await negotiateChild(req, m, repo, known!.digest, cm, policy !== 'Never');
-      return serveManifest(req, repo, chosen.digest, chosen.cm, 'tag', known!.checkedAt + ttl - Date.now(), stale);
+      return serveManifest(req, m, repo, chosen.digest, chosen.cm, 'tag', known!.checkedAt + ttl - Date.now(), stale);
     };
     if (policy === 'Never') {
       if (!known) throw errors.manifestUnknown(name, ref);
@@ -170,7 +174,7 @@ export function createManifestPath(c: PullThroughContext): ManifestPath {
     const chosen = await negotiateChild(req, m, repo, digest, cm, true);
     // Complete already (an index, or blobs this repo has proven): commit now.
     committer.schedule(name);
-    return serveManifest(req, repo, chosen.digest, chosen.cm, 'tag', ttl, false);
+    return serveManifest(req, m, repo, chosen.digest, chosen.cm, 'tag', ttl, false);
   };
 
   return async (req, m, name, ref, kind) => {

@@ -13,11 +13,13 @@ import { createCommitter, type Committer } from './commit.js';
 import type { PullThroughContext, PullThroughOptions, PullThroughRequest } from './context.js';
 import { createManifestPath } from './manifest-path.js';
 import { createProofs } from './provenance.js';
+import { createPullAhead } from './pull-ahead.js';
 import { createReferrersPath } from './referrers.js';
 import { restoreCacheRepos } from './restore.js';
 import { createRoutes, type RouteMatch } from './routes.js';
 import { createSingleFlight } from './single-flight.js';
 import { createTagListPath } from './tag-list.js';
+import { createUpstreamFill } from './upstream-fill.js';
 
 export { STALE_WARNING, type PullThroughOptions, type PullThroughRequest } from './context.js';
 
@@ -98,10 +100,11 @@ export async function createPullThrough(o: PullThroughOptions): Promise<PullThro
       headers: req.remoteAddress ? { 'X-Forwarded-For': req.remoteAddress } : undefined,
     }),
   };
+  const startFill = createUpstreamFill(c);
   return {
     match,
-    manifest: createManifestPath(c),
-    blob: createBlobPath(c),
+    manifest: createManifestPath(c, createPullAhead(c, startFill)),
+    blob: createBlobPath(c, startFill),
     tags: createTagListPath(c),
     referrers: createReferrersPath(c, match),
     proven: (name, digest) => repos.get(name)?.proven.has(digest) ?? false,

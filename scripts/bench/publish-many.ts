@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { generateImage } from '../gen-image.js';
+import { row, type BenchContext, type Row } from './table.js';
 import { median } from './util.js';
 
 const DEFAULT_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
@@ -125,6 +126,25 @@ export function formatPublishMany(b: PublishManyBench): string {
     out.push(line);
   }
   return out.join('\n');
+}
+
+export async function run(ctx: BenchContext): Promise<Row[]> {
+  const rounds = ctx.quick ? 1 : 3;
+  ctx.log(`publish-many: 1,000 repos from one layout, ${rounds} rounds`);
+  const b = await benchPublishMany({ rounds });
+  const label = { first: 'first publish', 'no-op': 'no-op publish', 'no-fetch': 'no-op --no-fetch' } as const;
+  return b.rows.map((r) =>
+    row({
+      group: 'publish-many',
+      what: `${label[r.what]}, ${b.repos} repos (cpu ${(r.manyCpuMs / 1000).toFixed(2)} s)`,
+      figure: r.manyMs,
+      unit: 'ms',
+      baseline: { what: 'same run for 1 repo', figure: r.oneMs },
+      // The goal is on the wall time, not the ratio.
+      ...(r.what === 'no-op' && b.repos === 1000 ? { goal: { op: '<=', value: NOOP_GOAL_MS }, judge: 'figure' as const } : {}),
+      raw: { ...r, repos: b.repos, rounds: b.rounds },
+    }),
+  );
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

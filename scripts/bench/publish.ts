@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { layout, MASTER_NAME_RE } from '../../shared/layout.js';
 import { generateImage, generateManyTags } from '../gen-image.js';
+import { row, type BenchContext, type Row } from './table.js';
 import { median } from './util.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
@@ -76,4 +77,14 @@ export async function benchPublish(rounds = 5): Promise<PublishBench> {
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+export async function run(ctx: BenchContext): Promise<Row[]> {
+  const rounds = ctx.quick ? 3 : 5;
+  ctx.log(`publish: 1,000-tag repo plus one, against a one-tag repo, ${rounds} rounds`);
+  const p = await benchPublish(rounds);
+  return [
+    row({ group: 'publish', what: `incremental, 1,000 tags + 1 (median of ${rounds})`, figure: p.incrementalMs, unit: 'ms', baseline: { what: 'one-tag publish', figure: p.oneTagMs }, goal: { op: '<=', value: 2 }, raw: p }),
+    row({ group: 'publish', what: `blob bytes copied into the master (${p.blobFiles} blobs)`, figure: p.copiedBytes, unit: 'B', goal: { op: '<=', value: 0 } }),
+  ];
 }

@@ -1,16 +1,18 @@
-// Pull-through benchmark: `skopeo copy` of a >= 100 MB image to a fresh oci: directory, timed
+// Pull-through rows: `skopeo copy` of a >= 100 MB image to a fresh oci: directory, timed
 //   (a) directly from the upstream docker-registry (the baseline),
 //   (b) through `derrick serve` cold: an image it has never seen, streamed from the upstream while stored,
 //   (c) through derrick warm: after the commit, redirects to the published tree served by the
 //       embedded file server, and (when nginx is installed) by nginx,
-//   (d) through a docker-registry in proxy mode (proxy.remoteurl), cold and warm.
+//   (d) through a docker-registry in proxy mode (proxy.remoteurl), cold and warm;
+// once on plain loopback and once with the upstream behind the shaping proxy (100 MB/s shared,
+// 20 ms per request), which the direct pull, derrick and the proxy registry all go through.
 // derrick runs as one long-lived process, as it does in production: it pulls a warm-up image
 // first, and each cold round pulls a different, never-seen image of the same size. Each proxy
 // round starts a fresh registry. Every figure is a median of `rounds` runs, each interleaved with
 // a direct pull of the same image.
 //
-//   node dist/scripts/bench/pull-through.js      (after npm run build)
-import { spawn, type ChildProcess } from 'node:child_process';
+//   node dist/scripts/bench/pull-through.js [--quick]     (after npm run build)
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,12 +20,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ACCEPT_ALL_MANIFESTS } from '../../shared/oci.js';
 import { formatBytes } from '../../shared/units.js';
 import { generateImage } from '../gen-image.js';
-import { NGINX_BIN, nginxMainConf } from '../nginx-main-conf.js';
+import { exec, killAll, NGINX_BIN, startNginx, startRegistry, startShaper, stopAll, stopTracked, track, waitForHttp } from './servers.js';
+import { row, type BenchContext, type Row } from './table.js';
 import { freePort, hasCommand, median, startNode } from './util.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../../cli.js');
-const REGISTRY_BIN = process.env.DOCKER_REGISTRY_BIN ?? '/usr/bin/docker-registry';
 const REPO = 'bench/big';
 const TAG = 'latest';
 
@@ -50,112 +52,7 @@ export interface PullThroughBench {
   rounds: number;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-const hasExited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
-
-/** Children to kill if this process exits without stopping them. */
-const live = new Set<ChildProcess>();
-const killAll = () => {
-  for (const c of live) if (!hasExited(c)) c.kill('SIGKILL');
-};
-process.on('exit', killAll);
-
-function track(c: ChildProcess): ChildProcess {
-  live.add(c);
-  c.once('exit', () => live.delete(c));
-  return c;
-}
-
-/** SIGTERM, SIGKILL after 3 s; resolves once exited. Safe to call twice (util's stop() is not, for a child killed by a signal). */
-async function stopTracked(c: ChildProcess | undefined): Promise<void> {
-  if (!c) return;
-  if (!hasExited(c)) {
-    const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-    c.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      if (!hasExited(c)) c.kill('SIGKILL');
-    }, 3000);
-    await exited;
-    clearTimeout(timer);
-  }
-  live.delete(c);
-}
-
-/** Runs a command to completion (async, so the servers' pipes keep draining); rejects on failure. */
-function exec(cmd: string, args: string[], timeoutMs = 300_000): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve({ stdout, stderr });
-      else reject(new Error(`${cmd} ${args.join(' ')} failed (${code ?? signal}):\n${stderr || stdout}`));
-    });
-  });
-}
-
-async function waitForHttp(url: string, child: ChildProcess, timeoutMs = 20_000, ok: (status: number) => boolean = () => true): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode}) before ${url} answered`);
-    try {
-      const res = await fetch(url, { redirect: 'manual', signal: AbortSignal.timeout(2000), method: 'HEAD' });
-      if (ok(res.status)) return res.status;
-      last = `HTTP ${res.status}`;
-    } catch (err) {
-      last = String(err);
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${url} (${last})`);
-}
-
-interface RunningRegistry {
-  url: string;
-  host: string;
-  child: ChildProcess;
-}
-
-/** A docker-registry on 127.0.0.1:<free port> with storage under `dir`; `remoteurl` makes it a proxy. */
-async function startRegistry(dir: string, remoteurl?: string): Promise<RunningRegistry> {
-  await fs.mkdir(path.join(dir, 'data'), { recursive: true });
-  const port = await freePort();
-  const lines = [
-    'version: 0.1',
-    'log:',
-    '  level: error',
-    '  accesslog:',
-    '    disabled: true',
-    'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${JSON.stringify(path.join(dir, 'data'))}`,
-    '  maintenance:',
-    '    uploadpurging:',
-    '      enabled: false',
-    'http:',
-    `  addr: 127.0.0.1:${port}`,
-    '  secret: derrick-bench-secret',
-  ];
-  if (remoteurl) lines.push('proxy:', `  remoteurl: ${remoteurl}`);
-  const config = path.join(dir, 'config.yml');
-  await fs.writeFile(config, lines.join('\n') + '\n');
-  const child = track(spawn(REGISTRY_BIN, ['serve', config], { stdio: ['ignore', 'ignore', 'ignore'] }));
-  const host = `127.0.0.1:${port}`;
-  await waitForHttp(`http://${host}/v2/`, child);
-  return { url: `http://${host}`, host, child };
-}
-
-interface RunningDerrick {
+export interface RunningDerrick {
   host: string;
   url: string;
   child: ChildProcess;
@@ -164,9 +61,9 @@ interface RunningDerrick {
 }
 
 /** `derrick serve` with one pull-through route (`hub`) to the upstream, its root in `dir/var`. */
-async function startDerrick(dir: string, upstreamUrl: string, blobs = 'embedded'): Promise<RunningDerrick> {
+export async function startDerrick(dir: string, upstreamUrl: string, blobs = 'embedded', routeExtra: string[] = []): Promise<RunningDerrick> {
   await fs.mkdir(dir, { recursive: true });
-  const config = path.join(dir, `derrick-${blobs === 'embedded' ? 'embedded' : 'external'}.yaml`);
+  const config = path.join(dir, `derrick-${blobs === 'embedded' ? 'embedded' : 'external'}${routeExtra.length ? '-' + routeExtra.join('-').replace(/[^a-z0-9-]/gi, '') : ''}.yaml`);
   await fs.writeFile(
     config,
     [
@@ -179,6 +76,7 @@ async function startDerrick(dir: string, upstreamUrl: string, blobs = 'embedded'
       '    tls-verify: false',
       '    tag-ttl: 1h',
       '    policy: IfNotPresent',
+      ...routeExtra.map((l) => `    ${l}`),
       '',
     ].join('\n'),
   );
@@ -192,13 +90,8 @@ async function startDerrick(dir: string, upstreamUrl: string, blobs = 'embedded'
 async function startNginxFor(config: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
   const { stdout } = await exec(process.execPath, [CLI, 'nginx-conf', '-c', config, '--listen', `127.0.0.1:${port}`]);
-  const ngx = path.join(path.dirname(config), 'nginx');
-  await fs.mkdir(path.join(ngx, 'tmp'), { recursive: true });
-  const conf = path.join(ngx, 'nginx.conf');
-  await fs.writeFile(conf, nginxMainConf(ngx, stdout, { accessLog: false }));
-  const child = track(spawn(NGINX_BIN, ['-c', conf, '-p', ngx + '/', '-e', path.join(ngx, 'error.log')], { stdio: ['ignore', 'ignore', 'ignore'] }));
   const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/`, child);
+  const child = await startNginx(path.join(path.dirname(config), 'nginx'), stdout, `${url}/`);
   return { url, child };
 }
 
@@ -219,7 +112,7 @@ async function waitForCommit(d: RunningDerrick, repo: string, digest: string, ti
   await waitForHttp(`${d.url}/v2/${repo}/blobs/${digest}`, d.child, timeoutMs, (s) => s === 307 || s === 302);
 }
 
-export async function benchPullThrough(opts: { rounds?: number; layerBytes?: number; layers?: number; gzip?: boolean } = {}): Promise<PullThroughBench> {
+export async function benchPullThrough(opts: { rounds?: number; layerBytes?: number; layers?: number; gzip?: boolean; shape?: { rateMBs: number; perConnMBs?: number; latencyMs: number }; routeExtra?: string[] } = {}): Promise<PullThroughBench> {
   const rounds = opts.rounds ?? 3;
   const layers = opts.layers ?? 4;
   const layerBytes = opts.layerBytes ?? 26 * 1024 * 1024;
@@ -257,8 +150,10 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
       await timedPull(upstream.host, repo, scratch);
     }
 
+    // The far upstream: the registry itself (loopback), or the shaping proxy in front of it.
+    const far = opts.shape ? await startShaper(upstream.host, opts.shape) : upstream;
     const derrickDir = path.join(dir, 'derrick');
-    const d = await startDerrick(derrickDir, upstream.url);
+    const d = await startDerrick(derrickDir, far.url, 'embedded', opts.routeExtra);
     await timedPull(d.host, `hub/${repos[0]}`, scratch);
 
     const direct: number[] = [];
@@ -267,10 +162,10 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     const proxyWarm: number[] = [];
     for (let i = 1; i <= rounds; i++) {
       const repo = repos[i]!;
-      direct.push(await timedPull(upstream.host, repo, scratch));
+      direct.push(await timedPull(far.host, repo, scratch));
       cold.push(await timedPull(d.host, `hub/${repo}`, scratch));
       // A fresh proxy-mode registry each round.
-      const p = await startRegistry(path.join(dir, `proxy-${i}`), upstream.url);
+      const p = await startRegistry(path.join(dir, `proxy-${i}`), { remoteurl: far.url });
       try {
         proxyCold.push(await timedPull(p.host, repo, scratch));
         proxyWarm.push(await timedPull(p.host, repo, scratch));
@@ -286,7 +181,7 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     const warm: number[] = [];
     for (let i = 0; i < rounds; i++) {
       warm.push(await timedPull(d.host, `hub/${last}`, scratch));
-      direct.push(await timedPull(upstream.host, last, scratch));
+      direct.push(await timedPull(far.host, last, scratch));
     }
 
     // The same published tree behind nginx, the blob server operators run in production.
@@ -294,12 +189,12 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     if (hasCommand(NGINX_BIN)) {
       await stopTracked(d.child);
       const ngx = await startNginxFor(d.config);
-      const dn = await startDerrick(derrickDir, upstream.url, `${ngx.url}/published`);
+      const dn = await startDerrick(derrickDir, far.url, `${ngx.url}/published`);
       await timedPull(dn.host, `hub/${last}`, scratch);
       const warmNginx: number[] = [];
       for (let i = 0; i < rounds; i++) {
         warmNginx.push(await timedPull(dn.host, `hub/${last}`, scratch));
-        direct.push(await timedPull(upstream.host, last, scratch));
+        direct.push(await timedPull(far.host, last, scratch));
       }
       warmNginxMs = median(warmNginx);
     }
@@ -324,29 +219,41 @@ export async function benchPullThrough(opts: { rounds?: number; layerBytes?: num
     };
   } finally {
     // Every server this run started (the upstream, derricks, proxies, nginx), by their ChildProcess.
-    for (const c of [...live]) await stopTracked(c);
+    await stopAll();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
-export function formatPullThrough(r: PullThroughBench): string {
-  const fmt = (n: number) => n.toFixed(0);
-  const ratio = (ms: number) => (ms / r.directMs).toFixed(2);
+function rows(group: string, r: PullThroughBench, goals: { cold: number; warm: number }): Row[] {
+  const direct = { what: 'direct skopeo pull', figure: r.directMs };
+  const img = `${formatBytes(r.imageBytes)}, median of ${r.rounds}`;
   return [
-    `pull-through (skopeo copy of a ${formatBytes(r.imageBytes)} image to a fresh oci: dir, median of ${r.rounds})`,
-    `  direct from the upstream (baseline):   ${fmt(r.directMs)} ms`,
-    `  derrick cold (long-running server):    ${fmt(r.coldMs)} ms  ratio ${r.coldRatio.toFixed(2)}x (goal <= 1.05x)  ${r.coldRatio <= 1.05 ? 'OK' : 'MISSED'}`,
-    `  derrick warm, embedded blob server:    ${fmt(r.warmMs)} ms  ratio ${ratio(r.warmMs)}x`,
-    r.warmNginxMs === undefined ? '  derrick warm, nginx blob server:       skipped (no nginx)' : `  derrick warm, nginx blob server:       ${fmt(r.warmNginxMs)} ms  ratio ${ratio(r.warmNginxMs)}x`,
-    `  derrick warm, best of the two:                   ratio ${r.warmRatio.toFixed(2)}x (goal <= 0.9x)  ${r.warmRatio <= 0.9 ? 'OK' : 'MISSED'}`,
-    `  docker-registry proxy, cold:           ${fmt(r.proxyMs)} ms  ratio ${r.proxyRatio.toFixed(2)}x`,
-    `  docker-registry proxy, warm:           ${fmt(r.proxyWarmMs)} ms  ratio ${ratio(r.proxyWarmMs)}x`,
-  ].join('\n');
+    row({ group, what: `derrick cold (${img})`, figure: r.coldMs, unit: 'ms', baseline: direct, goal: { op: '<=', value: goals.cold }, raw: r }),
+    row({ group, what: 'derrick warm, embedded blob server', figure: r.warmMs, unit: 'ms', baseline: direct, ...(r.warmNginxMs === undefined ? { goal: { op: '<=', value: goals.warm } } : {}) }),
+    ...(r.warmNginxMs === undefined ? [] : [row({ group, what: 'derrick warm, nginx blob server', figure: r.warmNginxMs, unit: 'ms', baseline: direct, goal: { op: '<=', value: goals.warm } })]),
+    row({ group, what: 'docker-registry proxy, cold', figure: r.proxyMs, unit: 'ms', baseline: direct }),
+    row({ group, what: 'docker-registry proxy, warm', figure: r.proxyWarmMs, unit: 'ms', baseline: direct }),
+  ];
+}
+
+/** The link of the shaped rows: 100 MB/s shared by all connections, 20 ms before each request. */
+export const SHAPED = { rateMBs: 100, latencyMs: 20 };
+
+export async function run(ctx: BenchContext): Promise<Row[]> {
+  const rounds = ctx.quick ? 1 : 3;
+  ctx.log(`pull-through: loopback, ${rounds} rounds`);
+  const loop = await benchPullThrough({ rounds });
+  ctx.log(`pull-through: behind the shaping proxy (${SHAPED.rateMBs} MB/s shared, ${SHAPED.latencyMs} ms), ${rounds} rounds`);
+  const shaped = await benchPullThrough({ rounds, shape: SHAPED });
+  return [
+    ...rows('pull-through loopback', loop, { cold: 1.05, warm: 0.9 }),
+    ...rows(`pull-through ${SHAPED.rateMBs} MB/s ${SHAPED.latencyMs} ms`, shaped, { cold: 1.0, warm: 0.5 }),
+  ];
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
-  const r = await benchPullThrough();
-  console.log(formatPullThrough(r));
+  const { formatTable } = await import('./table.js');
+  console.log(formatTable(await run({ quick: process.argv.includes('--quick'), log: (m) => console.error(m) })));
 }

@@ -72,3 +72,18 @@ export function formatPush(p: PushBench): string {
     `  ratio to the new blobs: ${(p.incrementalSent / p.newLayerBytes).toFixed(3)}x (goal <= 1.05x)  ${p.incrementalSent <= p.newLayerBytes * 1.05 ? 'OK' : 'MISSED'}`,
   ].join('\n');
 }
+
+/** The push row of `npm run bench` (scripts/bench/table.ts): bytes sent for one new tag. */
+export async function run(ctx: import('./table.js').BenchContext): Promise<import('./table.js').Row[]> {
+  const { row } = await import('./table.js');
+  if (ctx.quick && process.env.DERRICK_BENCH_PUSH_MB === undefined) process.env.DERRICK_BENCH_PUSH_MB = '256';
+  ctx.log(`push: a ${process.env.DERRICK_BENCH_PUSH_MB ?? 1024} MiB repo to an rsync-daemon edge, then one new tag`);
+  const p = await benchPush();
+  const mib = (n: number) => n / 1024 / 1024;
+  return [
+    row({
+      group: 'push', what: 'one new tag: MiB sent to the edge', figure: mib(p.incrementalSent), unit: 'MiB',
+      baseline: { what: 'new blobs', figure: mib(p.newLayerBytes) }, goal: { op: '<=', value: 1.05 }, raw: p,
+    }),
+  ];
+}

@@ -51,15 +51,32 @@ export function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
 
-/** Requests per second for GETs of `url` with keep-alive: wrk when installed, else autocannon. */
-export async function loadTest(url: string, seconds: number, connections = 32): Promise<{ rps: number; tool: string; errors: number }> {
+export interface LoadResult {
+  rps: number;
+  /** 99th percentile latency (wrk --latency); NaN with autocannon's fallback when not reported. */
+  p99Ms: number;
+  tool: string;
+  errors: number;
+}
+
+/** wrk's latency with its unit (e.g. "812.00us", "1.23ms", "1.01s") in ms. */
+function wrkMs(v: string | undefined): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v ?? '');
+  if (!m) return NaN;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2] as 'us' | 'ms' | 's' | 'm'];
+}
+
+/** Requests per second and p99 for GETs of `url` with keep-alive: wrk when installed, else autocannon. */
+export async function loadTest(url: string, seconds: number, connections = 32, headers: Record<string, string> = {}): Promise<LoadResult> {
   if (hasCommand('wrk')) {
-    const r = spawnSync('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, url], { encoding: 'utf8' });
+    const h = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+    const r = spawnSync('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...h, url], { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
+    const p99Ms = wrkMs(/^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1]);
     const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(r.stdout)?.[1] ?? 0);
-    return { rps, tool: 'wrk', errors };
+    return { rps, p99Ms, tool: 'wrk', errors };
   }
   const autocannon = (await import('autocannon')).default;
-  const result = await autocannon({ url, connections, duration: seconds, followRedirects: false } as any);
-  return { rps: result.requests.average, tool: 'autocannon', errors: result.errors };
+  const result = await autocannon({ url, connections, duration: seconds, headers, followRedirects: false } as any);
+  return { rps: result.requests.average, p99Ms: result.latency.p99, tool: 'autocannon', errors: result.errors };
 }

@@ -76,3 +76,17 @@ export function formatWorkers(w: WorkersBench): string {
     `  errors: ${w.errors}`,
   ].join('\n');
 }
+
+/** The workers row of `npm run bench` (scripts/bench/table.ts). */
+export async function run(ctx: import('./table.js').BenchContext): Promise<import('./table.js').Row[]> {
+  const { row } = await import('./table.js');
+  ctx.log('workers: serve --workers 1 vs 2, interleaved wrk runs');
+  const w = await benchWorkers(ctx.quick ? 2 : 3, ctx.quick ? 2 : 3);
+  return [
+    row({
+      group: 'workers', what: 'blob GET -> 307, serve --workers 2', figure: w.twoWorkersRps, unit: 'req/s',
+      baseline: { what: '--workers 1', figure: w.oneWorkerRps }, goal: { op: '>=', value: 1.3 }, raw: w,
+      note: w.errors ? `${w.errors} errors` : undefined,
+    }),
+  ];
+}

@@ -80,6 +80,8 @@ export interface RouteOptions {
   timeout?: string;
   /** derrick's own credentials for the upstream (the password from this environment variable). */
   auth?: { username: string; passwordEnv: string };
+  /** upstreams[].pull-ahead (default true). */
+  pullAhead?: boolean;
 }
 
 export interface PtConfigOptions {
@@ -114,6 +116,7 @@ export function ptConfigYaml(o: PtConfigOptions): string {
     if (r.include) lines.push(`    include: ${JSON.stringify(r.include)}`);
     if (r.exclude) lines.push(`    exclude: ${JSON.stringify(r.exclude)}`);
     if (r.timeout) lines.push(`    timeout: ${r.timeout}`);
+    if (r.pullAhead !== undefined) lines.push(`    pull-ahead: ${r.pullAhead}`);
   }
   if (o.maxSize !== undefined) lines.push('cache:', `  max-size: ${typeof o.maxSize === 'number' ? o.maxSize : q(o.maxSize)}`);
   lines.push('serve:', '  listen: 127.0.0.1:0');
