@@ -142,11 +142,12 @@ describe.skipIf(!hasTools)('edges: push each publish to ssh and rsync-daemon edg
     const full = await runPush({ config: tree.config, log: quiet });
     for (const r of full) expect(r.failed, r.target).toEqual([]);
     // The window worth hitting: from the push's first lock to its slowest target's end.
-    const windowMs = Math.max(...full.map((r) => r.ms));
+    // Re-estimated as it goes: a push that ends before its instant (the machine got faster) shrinks it.
+    let windowMs = Math.max(...full.map((r) => r.ms));
     const lockFile = path.join(origin.locksDir, `push-${edges[0]!.name}.lock`);
     let kills = 0;
     // Until 30 pushes were killed mid-way (one that ends before its instant doesn't count).
-    for (let i = 0; kills < 30 && i < 50; i++) {
+    for (let i = 0; kills < 30 && i < 100; i++) {
       if (i % 3 === 0) await publishNewTag();
       // Its own process group, so rsync and ssh die with it, as under a killed cron job.
       const child = spawn(process.execPath, [CLI, 'push', '-c', tree.configFile], { detached: true, stdio: 'ignore' });
@@ -160,6 +161,8 @@ describe.skipIf(!hasTools)('edges: push each publish to ssh and rsync-daemon edg
       if (!done) {
         process.kill(-child.pid!, 'SIGKILL');
         kills++;
+      } else {
+        windowMs = Math.max(20, windowMs * 0.7);
       }
       await exited;
       for (const e of edges) await assertEdgeValid(e, origin);
