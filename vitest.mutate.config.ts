@@ -12,7 +12,9 @@ export default defineConfig({
       'test/serve-api.test.ts',
       'test/serve-behaviour.test.ts',
     ],
-    exclude: ['dist/**', 'node_modules/**', '.stryker-tmp/**'],
+    // hostile.test.ts times pulls against a bound (<= 100 ms): under instrumentation on a loaded
+    // machine it fails the initial run, and it covers the index, none of the mutated modules.
+    exclude: ['dist/**', 'node_modules/**', '.stryker-tmp*/**', 'redirector/index/hostile.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },
