@@ -62,6 +62,13 @@ describe('decideFileAccess', () => {
     expect((unsigned as RegistryError).code).toBe('DENIED');
     // web/ of a public repo stays open with signing on.
     expect(await decide({ signingSecret: secret, now }, req(`/web/${KEY}/blobs/sha256:ab`))).toBe('ok');
+    // web/ of a protected repo needs the signature too, not Basic credentials.
+    const webUri = `/web/${KEY}/blobs/sha256:ab`;
+    const auth = { realm: 'r', check: () => 'alice' };
+    const web = await decide({ signingSecret: secret, now, auth, isProtected: () => true }, req(webUri, {}, { authorization: 'Basic any' }));
+    expect((web as RegistryError).code).toBe('DENIED');
+    const signed = new URLSearchParams(signPath(webUri, secret, expires));
+    expect(await decide({ signingSecret: secret, now, auth, isProtected: () => true }, req(webUri, { md5: signed.get('md5')!, expires: signed.get('expires')! }))).toBe('ok');
   });
 
   it("without an authenticator, a repo that needs proof gets a 401 in derrick's realm", async () => {
