@@ -24,7 +24,7 @@ export default {
   reporters: ['clear-text', 'progress', 'html', 'json'],
   htmlReporter: { fileName: 'reports/mutation/mutation.html' },
   jsonReporter: { fileName: 'reports/mutation/mutation.json' },
-  ignorePatterns: ['reports', 'bench/.cache', 'var', '.demo'],
+  ignorePatterns: ['reports', 'bench/.cache', 'var', '.demo', '.stryker-tmp*'],
   tempDirName: '.stryker-tmp',
   cleanTempDir: true,
 };
