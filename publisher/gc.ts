@@ -9,7 +9,7 @@ import { readMasterRedirect } from '../shared/publish/current.js';
 import { readdirOrEmpty } from '../shared/publish/fsutil.js';
 import { acquireLock, acquireStoreExclusive, type Lock } from '../shared/publish/lock.js';
 import { RepoStateSchema } from '../shared/publish/repo-state.js';
-import { planRetention, removeMasters } from '../shared/publish/retention.js';
+import { findDebris, planRetention, removeAll, removeMasters } from '../shared/publish/retention.js';
 import { openStore } from '../shared/publish/store.js';
 
 export interface GcResult {
@@ -31,6 +31,9 @@ export async function runGc(config: Config, opts: { dryRun?: boolean; waitMs?: n
     const referenced = new Set<string>();
     for (const key of repoKeys) {
       const name = repoNameFromKey(key);
+      // A gc killed while deleting a master leaves it under its removal temp name, and a killed
+      // publish its half-built master: swept here with the repo lock held, as publish does.
+      if (!opts.dryRun) await removeAll(await findDebris(l, name));
       const plan = await planRetention(l, name, config.keep, config.grace, opts.now ?? new Date());
       const doomed = new Set(plan.remove.map((r) => r.master));
       for (const m of (await readdirOrEmpty(l.masterDir(name))).filter((n) => MASTER_NAME_RE.test(n))) {

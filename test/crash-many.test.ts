@@ -8,9 +8,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateImage } from '../scripts/gen-image.js';
 import { layout, repoKey } from '../shared/layout.js';
-import { derrick } from './helpers/derrick.js';
+import { RunLength, runKilled } from '../scripts/crash/kill.js';
+import { CLI, derrick } from './helpers/derrick.js';
 import { tmpDir, type TmpDir } from './helpers/tmp.js';
-import { assertNoDebris, checkStore, checkTree, startDerrick, type TreeState } from './helpers/tree.js';
+import { assertNoDebris, checkStore, checkTree, type TreeState } from './helpers/tree.js';
 
 const REPOS = Array.from({ length: 16 }, (_, i) => `crash/m${String(i).padStart(2, '0')}`);
 const KILLS = 30;
@@ -51,30 +52,19 @@ describe('SIGKILL at random instants during a concurrent multi-repo publish', ()
     await moveLive();
     const t0 = Date.now();
     const full = await derrick(['publish', '-c', cfgFile]);
-    let estimate = Date.now() - t0;
+    const length = new RunLength(Date.now() - t0);
     expect(full.code, full.stderr).toBe(0);
     for (const n of REPOS) prev.set(n, await checkTree(root, n, { previous: prev.get(n)! }));
 
     const seen = { killed: 0, finished: 0, mixed: 0, appBehind: 0 };
     for (let i = 0; i < KILLS; i++) {
       await moveLive();
-      const started = Date.now();
-      const proc = startDerrick(['publish', '-c', cfgFile]);
-      const timer = setTimeout(() => {
-        try {
-          process.kill(proc.pid, 'SIGKILL');
-        } catch {
-          // already exited
-        }
-      }, Math.random() * 1.1 * estimate);
-      const { code, signal } = await proc.exited;
-      clearTimeout(timer);
-      await proc.stop();
-      if (signal === 'SIGKILL') seen.killed++;
+      const run = await runKilled(CLI, ['publish', '-c', cfgFile], length.delay(Math.random() * 1.1));
+      if (run.killed) seen.killed++;
       else {
-        expect(code, proc.output()).toBe(0);
+        expect(run.code, run.output).toBe(0);
         seen.finished++;
-        estimate = (estimate + (Date.now() - started)) / 2;
+        length.finished(run.ms);
       }
       // Invariants 1-3 per repo, and its transition from where it was (hashes every 5th round).
       let moved = 0;
@@ -88,7 +78,7 @@ describe('SIGKILL at random instants during a concurrent multi-repo publish', ()
       if (moved > 0 && moved < REPOS.length) seen.mixed++;
       await checkStore(root);
     }
-    console.log(`crash-many: full run ${estimate} ms; ${KILLS} runs: ${JSON.stringify(seen)}`);
+    console.log(`crash-many: full run ${length.ms} ms; ${KILLS} runs: ${JSON.stringify(seen)}`);
     expect(seen.killed).toBeGreaterThanOrEqual(KILLS / 2);
     expect(seen.mixed).toBeGreaterThan(0);
 

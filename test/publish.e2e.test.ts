@@ -1,6 +1,7 @@
 // End to end: a real docker-registry seeded by skopeo, and an OCI layout, published by the real
 // CLI (`node dist/cli.js publish`). Each step asserts the invariants on disk with checkTree.
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -302,8 +303,12 @@ describe.skipIf(!hasTools)('derrick publish against a real registry', () => {
     const old = await masters(root, REPO);
     expect(old.length).toBeGreaterThan(1);
     const cur = await checkTree(root, REPO);
+    // What a gc killed while deleting a master leaves: the master under its removal temp name.
+    const killedRm = path.join(l.masterDir(REPO), `.tmp-rm.${old[0]}.999999.0123456789ab`);
+    await fs.mkdir(path.join(killedRm, 'blobs'), { recursive: true });
     const g1 = await derrick(['gc', '-c', cfgFile]);
     expect(g1.code, g1.stderr).toBe(0);
+    expect(existsSync(killedRm), "a killed gc's half-removed master is swept by the next gc").toBe(false);
     const deletedMasters = [...g1.stdout.matchAll(/^deleted master (\S+)/gm)].map((m) => path.basename(m[1]!));
     expect(deletedMasters.filter((m) => old.includes(m)).sort()).toEqual(old.filter((m) => m !== cur.web));
     expect(await masters(root, REPO)).toEqual([cur.web]);

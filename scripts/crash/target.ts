@@ -1,0 +1,46 @@
+// What the crash loop needs from each thing it kills: a round (something changes, a run starts and
+// is SIGKILLed at some instant, or finishes), the repos whose published trees must stay sound, and
+// a normal run that completes whatever was interrupted.
+export type TargetName = 'publisher' | 'gc' | 'pull-through';
+
+export interface RoundOutcome {
+  killed: boolean;
+  /** Where the kill was aimed: 'random', 'end', or a moment such as 'web-swap'. */
+  moment: string;
+  /** A run that was not killed but failed: that is a broken state too. */
+  failure?: string;
+}
+
+export interface CrashTarget {
+  name: TargetName;
+  root: string;
+  configFile: string;
+  /** The repos checked after every round. */
+  repos(): string[];
+  round(): Promise<RoundOutcome>;
+  /** A normal run after the last kill; returns a failure message, if any. */
+  recover(): Promise<string | undefined>;
+  stop(): Promise<void>;
+}
+
+/** A shuffled plan of kill moments: random fractions of a run, some near its end, and named moments. */
+export function shufflePlan<T>(items: T[]): T[] {
+  const a = [...items];
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+/** `n` moments: about 60% uniform over the run, 15% near its end, the rest spread over `named`. */
+export function planMoments(n: number, named: string[]): Array<number | string> {
+  const nNamed = named.length ? Math.max(named.length, Math.round(n * 0.25)) : 0;
+  const nEnd = Math.round(n * 0.15);
+  const nRandom = Math.max(0, n - nNamed - nEnd);
+  return shufflePlan([
+    ...Array.from({ length: nRandom }, () => Math.random() * 1.1),
+    ...Array.from({ length: nEnd }, () => 0.85 + Math.random() * 0.25),
+    ...Array.from({ length: nNamed }, (_, i) => named[i % named.length]!),
+  ]);
+}
