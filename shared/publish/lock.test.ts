@@ -170,6 +170,19 @@ describe('locks across processes', () => {
     expect(left).toEqual([]);
   });
 
+  it("gc's store lock sweeps the locks killed processes held (a killed serve's fill locks), never a live holder's", async () => {
+    const dir = path.dirname(storeLock);
+    const dead = spawnHolder('repo', path.join(dir, 'fill-dead.lock'));
+    await dead.waitForOutput(/^got /m);
+    process.kill(dead.pid, 'SIGKILL');
+    await dead.exited;
+    const live = await acquireLock(path.join(dir, 'fill-live.lock'), 'a fill', 0);
+    const gc = await acquireStoreExclusive(storeLock, 0);
+    expect((await fs.readdir(dir)).sort()).toEqual(['fill-live.lock', 'store.lock']);
+    await gc.release();
+    await live.release();
+  });
+
   it('the store lock: shared with other publishes, exclusive for gc, both ways', async () => {
     const pub = spawnHolder('shared', storeLock);
     await pub.waitForOutput(/^got /m);

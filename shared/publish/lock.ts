@@ -167,7 +167,7 @@ export async function acquireLock(file: string, what: string, waitMs = 0): Promi
 
 /**
  * Removes what killed processes left in the locks dir: their shared registrations, the temp files
- * of an interrupted tryCreate and break guards. Nothing else cleans them up between two gc runs.
+ * of an interrupted tryCreate, break guards and the locks they held. Nothing else cleans them up between two gc runs.
  */
 async function sweepDead(storeLock: string): Promise<void> {
   const dir = path.dirname(storeLock);
@@ -177,6 +177,12 @@ async function sweepDead(storeLock: string): Promise<void> {
     if (name.startsWith(shared)) pid = Number(name.slice(shared.length));
     else if (name.startsWith(TMP_PREFIX)) pid = tmpNamePid(name);
     else if (name.endsWith('.break')) pid = await ownerPid(path.join(dir, name));
+    else if (name.endsWith('.lock') && name !== path.basename(storeLock)) {
+      // A killed process's repo, push or fill lock (serve's workers take one per fill): broken
+      // under the guard, like any acquirer would, so a live holder's fresh lock is never removed.
+      await breakIfStale(path.join(dir, name));
+      continue;
+    }
     if (pid !== undefined && Number.isInteger(pid) && pid > 0 && !isPidAlive(pid)) await fs.rm(path.join(dir, name), { force: true });
   }
 }
@@ -217,7 +223,11 @@ export async function acquireStoreExclusive(storeLock: string, waitMs = 0): Prom
       if (pid !== process.pid && isPidAlive(pid)) live.push(pid);
       else if (pid !== process.pid) await fs.rm(path.join(path.dirname(storeLock), name), { force: true });
     }
-    if (live.length === 0) return lock;
+    if (live.length === 0) {
+      // gc is the run that also cleans up: what killed processes left in the locks dir goes too.
+      await sweepDead(storeLock);
+      return lock;
+    }
     if (Date.now() >= deadline) {
       await lock.release();
       throw new LockBusyError('the store (publish running)', live[0]);
