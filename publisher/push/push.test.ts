@@ -60,8 +60,17 @@ describe('retention on an edge', () => {
     // M(1) and M(2) were built at 10:01/10:02 but reached this edge (down until then) at 11:59.
     const e = edge([M(1), M(2), M(3)], { [M(2)]: new Date('2026-12-02T11:59:00Z'), [M(3)]: new Date('2026-12-02T11:59:30Z') }, M(3));
     expect(edgeDoomed(e, M(4), 0, 10 * 60_000, now)).toEqual([]);
-    expect(edgeDoomed(e, M(4), 0, 30_000, now)).toEqual([M(1)]);
+    expect(edgeDoomed(e, M(4), 0, 30_000, now)).toEqual([]);
+    expect(edgeDoomed(e, M(4), 0, 20_000, now)).toEqual([M(1), M(2)]);
     expect(edgeDoomed(e, M(4), 1, 0, now)).toEqual([M(1), M(2)]);
+  });
+  it('times a master out of service from its newest successor, not from a successor a killed push linked', () => {
+    const now = new Date('2026-12-02T12:00:00Z');
+    // M(2) was linked at 11:00 by a push killed before its web step; M(1) stayed served until M(3)
+    // was linked and served at 11:59:50. keep 2 keeps M(2) and M(3); M(1) is within grace.
+    const e = edge([M(1), M(2), M(3)], { [M(2)]: new Date('2026-12-02T11:00:00Z'), [M(3)]: new Date('2026-12-02T11:59:50Z') }, M(3));
+    expect(edgeDoomed(e, M(4), 2, 60_000, now)).toEqual([]);
+    expect(edgeDoomed(e, M(4), 2, 5_000, now)).toEqual([M(1)]);
   });
   it('never drops what the edge served until this push; a master it never served may go', () => {
     // M(2) got its name in a push killed before web moved; M(1) was served until now.

@@ -49,18 +49,24 @@ export function pushSummaryLines(r: TargetResult): Array<[string, boolean]> {
   return lines;
 }
 
-async function pushLocked(config: Config, t: TargetConfig, l: Layout, repos: LocalRepo[], waitMs: number): Promise<TargetResult> {
+/**
+ * One target under its lock. What this host serves is read after the lock is taken: read before,
+ * a push that waited behind a later publish's push would move the edge back to the older publish.
+ */
+async function pushLocked(config: Config, t: TargetConfig, l: Layout, waitMs: number): Promise<{ r: TargetResult; repos: LocalRepo[] }> {
   let lock;
   try {
     lock = await acquireLock(path.join(l.locksDir, `push-${t.name}.lock`), `push ${t.name}`, waitMs);
   } catch (err) {
     if (!(err instanceof LockBusyError)) throw err;
-    return { target: t.name, sent: [], unchanged: [], failed: [{ error: err.message }], serves: {}, pruned: 0, bytesSent: 0, ms: 0 };
+    const r: TargetResult = { target: t.name, sent: [], unchanged: [], failed: [{ error: err.message }], serves: {}, pruned: 0, bytesSent: 0, ms: 0 };
+    return { r, repos: await servedRepos(l) };
   }
+  const repos = await servedRepos(l);
   const stage = await fs.mkdtemp(path.join(os.tmpdir(), `derrick-push-${t.name}-`));
   const master = await startSshMaster(t, stage);
   try {
-    return await pushTarget(config, t, l, repos, stage, master.controlPath);
+    return { r: await pushTarget(config, t, l, repos, stage, master.controlPath), repos };
   } finally {
     await master.stop();
     await fs.rm(stage, { recursive: true, force: true });
@@ -72,9 +78,8 @@ export async function runPush(opts: PushRunOptions): Promise<TargetResult[]> {
   const { config } = opts;
   const l = makeLayout(config.root);
   const selected = opts.targets?.length ? config.targets.filter((t) => opts.targets!.includes(t.name)) : config.targets;
-  const repos = await servedRepos(l);
   const results = await Promise.all(selected.map(async (t) => {
-    const r = await pushLocked(config, t, l, repos, opts.waitMs ?? 0);
+    const { r, repos } = await pushLocked(config, t, l, opts.waitMs ?? 0);
     const at = new Date();
     // An edge that could not even be listed serves what it served after the last push we know of.
     r.serves = { ...(await readPushState(l, t.name))?.serves, ...r.serves };
