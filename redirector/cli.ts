@@ -62,8 +62,11 @@ export function registerRedirectorCommands(program: Command): void {
       if (cluster.isWorker) process.send?.({ derrick: 'listening', url: server.url, repos: server.index.size() });
       else console.log(`derrick serve: listening on ${server.url} (${server.index.size()} repos)`);
       // Certificate rotation: the new pair serves new connections; open ones are left alone.
+      // A worker always handles SIGHUP: a process-group hangup (or `kill -HUP -PGID`) must not kill
+      // every worker and the connections they hold when there is nothing to reload.
       const onHup = () => void server.reloadTls();
       if (config.serve.tls) process.on('SIGHUP', onHup);
+      else if (cluster.isWorker) process.on('SIGHUP', () => log.debug('SIGHUP: nothing to reload (serve.tls is not set)'));
       await new Promise<void>((resolve) => {
         let stopping = false;
         const stop = (sig: string) => {
