@@ -76,12 +76,16 @@ export function runPrimary(o: PrimaryOptions): Promise<number> {
       stopping = true;
       clearTimeout(restartTimer);
       o.log.info({ sig, workers: alive().length }, 'draining workers');
+      drainAll();
+      if (alive().length === 0) finish(0);
+    };
+    /** SIGTERM to every worker, and SIGKILL to any still up after the drain limit. */
+    const drainAll = () => {
       for (const w of alive()) w.process.kill('SIGTERM');
       const force = setTimeout(() => {
         for (const w of alive()) w.process.kill('SIGKILL');
       }, DRAIN_LIMIT_MS);
       force.unref();
-      if (alive().length === 0) finish(0);
     };
     let code = 0;
     const finish = (c: number) => {
@@ -109,7 +113,8 @@ export function runPrimary(o: PrimaryOptions): Promise<number> {
       const lived = Date.now() - (bornAt.get(w) ?? Date.now());
       bornAt.delete(w);
       if (stopping) {
-        if (exitCode) code ||= exitCode;
+        // Killed at the drain limit (or by anyone): its connections were cut, so not a clean exit.
+        if (exitCode || signal) code ||= exitCode || 1;
         if (alive().length === 0) finish(code);
         return;
       }
@@ -119,7 +124,7 @@ export function runPrimary(o: PrimaryOptions): Promise<number> {
         code = exitCode || 1;
         o.log.error({ worker: w.process.pid, code: exitCode }, 'a worker failed to start; stopping');
         stopping = true;
-        for (const x of alive()) x.process.kill('SIGTERM');
+        drainAll();
         if (alive().length === 0) finish(code);
         return;
       }
