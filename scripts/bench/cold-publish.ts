@@ -10,15 +10,9 @@ import { formatBytes } from '../../shared/units.js';
 import { generateImage } from '../gen-image.js';
 import { exec, startRegistry, stopAll } from './servers.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { median } from './util.js';
+import { median, timed } from './util.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
 
 export async function run(ctx: BenchContext): Promise<Row[]> {
   const rounds = ctx.quick ? 1 : 3;

@@ -15,7 +15,7 @@ import { pullImage } from './pull-client.js';
 import { startDerrick, type RunningDerrick } from './pull-through.js';
 import { exec, startRegistry, startShaper, stopAll, waitForHttp } from './servers.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { median } from './util.js';
+import { median, timed } from './util.js';
 
 export const LONG_LINK = { rateMBs: 100, perConnMBs: 25, latencyMs: 20 };
 const LAYERS = 12;
@@ -24,12 +24,6 @@ const LAYER_BYTES = 9 * 1024 * 1024;
 async function metric(d: RunningDerrick, name: string): Promise<number> {
   const text = await (await fetch(`${d.url}/metrics`)).text();
   return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
 }
 
 export async function run(ctx: BenchContext): Promise<Row[]> {
