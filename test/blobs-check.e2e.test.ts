@@ -55,6 +55,8 @@ describe.runIf(requireTool('nginx') || process.env.CI === 'true')('serve.blobs s
     const problems: string[] = down.json().problems;
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(new RegExp(`^serve\\.blobs \\(${nginx.url}/files\\) ${PROBLEM}: GET ${nginx.url}/files/master/demo~bc/\\S+/manifests/oci/sha256:[0-9a-f]{64} answered ECONNREFUSED$`));
+    // The log line may reach stdout a moment after the 503: wait for it, then count.
+    await s.proc.waitForOutput(PROBLEM, 10_000);
     expect(count(s.proc.output(), PROBLEM)).toBe(1);
   });
 
