@@ -170,7 +170,8 @@ const cache = z
   .strict();
 
 /** An edge host a publish is pushed to: rsync over ssh, or a plain rsync daemon. */
-const targetUrl = z.string().refine((v) => /^(ssh:\/\/[^/@\s]+@[^/:\s]+(:\d{1,5})?\/.+|rsync:\/\/[^/:\s]+(:\d{1,5})?\/[^/\s]+(\/.*)?)$/.test(v), {
+// A user or host that starts with "-" would reach ssh and rsync as an option (-oProxyCommand=...).
+const targetUrl = z.string().refine((v) => /^(ssh:\/\/[^-/@\s][^/@\s]*@[^-/:\s][^/:\s]*(:\d{1,5})?\/.+|rsync:\/\/[^-/:\s][^/:\s]*(:\d{1,5})?\/[^/\s]+(\/.*)?)$/.test(v), {
   message: 'must be ssh://USER@HOST[:PORT]/PATH or rsync://HOST[:PORT]/MODULE[/PATH]',
 });
 

@@ -27,7 +27,10 @@ describe('targets: in derrick.yaml', () => {
     const bad = () => parseConfig('targets:\n  - name: a\n    url: http://edge/x\n  - name: a\n    url: rsync://e/m\n', '/x/derrick.yaml');
     expect(bad).toThrow(ConfigError);
     expect(bad).toThrow(/derrick\.yaml:3: targets\[0\]\.url: must be ssh:\/\/USER@HOST/);
-    expect(bad).toThrow(/targets\[1\]\.name: repeats targets\[0\]\.name "a"/);
+    expect(bad).toThrow(/targets\[1\]\.name: repeats targets\[0\]\.name "a"/);    // A user or host that ssh or rsync would take for an option.
+    for (const url of ['ssh://-oProxyCommand=x@edge/srv', 'ssh://u@-oProxyCommand=x/srv', 'rsync://-x/mod']) {
+      expect(() => parseConfig(`targets:\n  - name: a\n    url: "${url}"\n`, '/x/derrick.yaml'), url).toThrow(/targets\[0\]\.url: must be/);
+    }
   });
 });
 
