@@ -6,9 +6,9 @@
 // still lists; this finds the rest on disk: a repo dropped from `repos:` (its masters stay until
 // gc), or one whose state was lost. Each becomes an explicit guarded location, unless the store's
 // repo state says the cache wrote it. Unknown counts as guarded (access.ts: fail closed).
-import fs from 'node:fs/promises';
 import type { Config } from '../shared/config.js';
 import { layout, repoKey, repoNameFromKey } from '../shared/layout.js';
+import { readdirOrEmpty } from '../shared/publish/fsutil.js';
 import { readRepoState } from '../shared/publish/repo-state.js';
 
 /** Names of published repos under an open cache prefix that are neither cache repos nor public `repos:` entries. */
@@ -19,7 +19,7 @@ export async function guardedUnderOpenPrefixes(config: Config): Promise<string[]
   const configured = new Set(config.repos.map((r) => r.name));
   const keys = new Set<string>();
   for (const dir of [l.masterRoot, l.webDir, l.appDir]) {
-    for (const entry of await listOrEmpty(dir)) keys.add(entry.replace(/\.json$/, ''));
+    for (const entry of await readdirOrEmpty(dir)) keys.add(entry.replace(/\.json$/, ''));
   }
   const guarded: string[] = [];
   for (const key of [...keys].sort()) {
@@ -31,13 +31,4 @@ export async function guardedUnderOpenPrefixes(config: Config): Promise<string[]
     guarded.push(name);
   }
   return guarded;
-}
-
-async function listOrEmpty(dir: string): Promise<string[]> {
-  try {
-    return await fs.readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
 }
