@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import path from 'node:path';
 import { TMP_PREFIX } from '../layout.js';
-import { exists, isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, withPath } from './fsutil.js';
+import { isPidAlive, readdirOrEmpty, tmpName, tmpNamePid, withPath } from './fsutil.js';
 
 export class LockBusyError extends Error {
   constructor(
