@@ -25,6 +25,20 @@ export async function sendMaster(
   return r.bytesSent;
 }
 
+/**
+ * Makes published/master/<key>/ for these repo keys, in one rsync, before the masters go out in
+ * parallel. Each sendMaster's --mkpath would otherwise create the shared parents at once, and
+ * rsync's make_path fails with EEXIST when another transfer made a parent between its two mkdirs.
+ */
+export async function makeRepoDirs(t: Transport, what: string, stage: string, keys: string[]): Promise<void> {
+  if (keys.length === 0) return;
+  const dir = path.join(stage, 'repo-dirs');
+  await fs.rm(dir, { recursive: true, force: true });
+  for (const key of keys) await fs.mkdir(path.join(dir, 'master', key), { recursive: true });
+  // -r only: directories, no attributes onto ones the edge already has; nothing is deleted.
+  await rsync(['-r', '--mkpath', ...t.args, `${dir}/`, `${t.root}/published/`], { what });
+}
+
 /** Replaces symlinks under one directory of published/ (relative name -> target); returns bytes sent. */
 export async function sendLinks(t: Transport, what: string, stage: string, sub: string, links: Map<string, string>): Promise<number> {
   if (links.size === 0) return 0;

@@ -7,7 +7,7 @@ import { REDIRECT_FILE_NAME, repoKey, type Layout } from '../../shared/layout.js
 import { mapLimit } from '../../shared/publish/fsutil.js';
 import { EDGE_DIR_SUFFIX, readEdgeState, type EdgeRepo } from './edge-state.js';
 import { edgeDoomed } from './edge-retention.js';
-import { removeEntries, sendLinks, sendMaster } from './edge-steps.js';
+import { makeRepoDirs, removeEntries, sendLinks, sendMaster } from './edge-steps.js';
 import { PushError } from './rsync.js';
 import { transportFor } from './transport.js';
 
@@ -46,6 +46,8 @@ export async function pushTarget(
     for (const r of repos) if (at(r).web) res.serves[r.name] = at(r).web!;
 
     // 1. Files, into directories nothing serves yet; one repo's failure leaves the others going.
+    const toSend = repos.filter((r) => !at(r).masters.includes(r.master));
+    await makeRepoDirs(t, `${what}: repo directories`, stage, toSend.map((r) => repoKey(r.name)));
     const ready: LocalRepo[] = [];
     await mapLimit(repos, target.concurrency, async (r) => {
       const e = at(r);
