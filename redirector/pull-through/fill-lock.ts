@@ -32,7 +32,7 @@ export interface FillLocks {
    * is stored or has failed. `scope` (a repo key) makes the lock that repo's only: a manifest
    * fetched from this repo's upstream proves the digest for this repo alone (invariant 9).
    */
-  claim(digest: string, inStore: (afterWait: boolean) => Promise<boolean>, waitMs: number, scope?: string): Promise<Lock | undefined>;
+  claim(digest: string, inStore: () => Promise<boolean>, waitMs: number, scope?: string): Promise<Lock | undefined>;
 }
 
 const POLL_MS = 50;
@@ -44,13 +44,12 @@ export function createFillLocks(l: Layout): FillLocks {
     async claim(digest, inStore, waitMs, scope) {
       const f = file(digest, scope);
       const deadline = Date.now() + waitMs;
-      let waited = false;
       for (;;) {
         let holder: number | undefined;
         try {
           const lock = await acquireLock(f, `the fill of ${digest}`, 0);
           // Stored between the caller's check and the lock: nothing to fetch.
-          if (!(await inStore(waited))) return lock;
+          if (!(await inStore())) return lock;
           await lock.release();
           return undefined;
         } catch (err) {
@@ -58,14 +57,13 @@ export function createFillLocks(l: Layout): FillLocks {
           holder = err.pid;
         }
         // Held by a live process: wait for it to release (stored, or failed: then we fetch).
-        waited = true;
         while (await exists(f)) {
           if (Date.now() >= deadline) throw new FillWaitTimeout(digest, holder);
           await sleep(POLL_MS);
           // A holder that died leaves its lock: acquireLock breaks it on the next round.
           if (holder !== undefined && !isPidAlive(holder)) break;
         }
-        if (await inStore(true)) return undefined;
+        if (await inStore()) return undefined;
       }
     },
   };

@@ -39,8 +39,11 @@ export function createManifestPath(c: PullThroughContext, pullAhead: PullAhead):
     };
     return once(`manifest ${repo.name}@${digest}`, async () => {
       o.metrics.cache.misses.inc();
-      // Across serve's workers: one GET per repo and digest (fill-lock.ts); a waiter reads the store.
-      const lock = await locks.claim(digest, async (afterWait) => afterWait && (await store.has(digest)), MANIFEST_WAIT_MS, repoKey(repo.name));
+      // Across serve's workers: one GET per repo and digest (fill-lock.ts). A waiter reads the
+      // store, and so does a worker that takes the lock after another one stored the manifest but
+      // before this worker's index saw that publish: the HEAD below proves it, the upstream sees no
+      // second GET.
+      const lock = await locks.claim(digest, () => store.has(digest), MANIFEST_WAIT_MS, repoKey(repo.name));
       const stored = lock ? undefined : await store.read(digest);
       const type = stored && (JSON.parse(stored.toString('utf8')) as { mediaType?: unknown }).mediaType;
       if (stored && typeof type === 'string') {
