@@ -151,6 +151,9 @@ export async function startPtServe(configFile: string, extraArgs: string[] = [],
     const url = `http://127.0.0.1:${port}`;
     try {
       await waitForHttp(`${url}/v2/`, 15_000, { proc });
+      // With --workers the port answers as soon as the first worker listens; the line comes once
+      // every worker does, and a test that counts workers must not start before it.
+      await pollUntil(async () => proc.output().includes('derrick serve: listening on') || !proc.alive(), 15_000, 'serve to print its listening line');
       return { url, host: `127.0.0.1:${port}`, proc, stop: () => proc.stop(), output: () => proc.output() };
     } catch (err) {
       lastErr = err;
