@@ -59,7 +59,8 @@ describe('SIGKILL at random instants during a concurrent multi-repo publish', ()
     const seen = { killed: 0, finished: 0, mixed: 0, appBehind: 0 };
     for (let i = 0; i < KILLS; i++) {
       await moveLive();
-      const run = await runKilled(CLI, ['publish', '-c', cfgFile], length.delay(Math.random() * 1.1));
+      const at = length.delay(Math.random() * 1.1);
+      const run = await runKilled(CLI, ['publish', '-c', cfgFile], at);
       if (run.killed) seen.killed++;
       else {
         expect(run.code, run.output).toBe(0);
@@ -76,6 +77,7 @@ describe('SIGKILL at random instants during a concurrent multi-repo publish', ()
       }
       // A kill in the middle of the pool leaves some repos published and others not.
       if (moved > 0 && moved < REPOS.length) seen.mixed++;
+      if (run.killed && moved === 0) length.notReachedBy(at.delayMs);
       await checkStore(root);
     }
     console.log(`crash-many: full run ${length.ms} ms; ${KILLS} runs: ${JSON.stringify(seen)}`);

@@ -57,6 +57,14 @@ export class RunLength {
   finished(ms: number): void {
     this.estimateMs = (this.estimateMs + ms) / 2;
   }
+  /**
+   * A run killed after `ms` had not reached its first visible step: it is longer than thought
+   * (a machine that got busier since the estimate). Without this, every kill can land before any
+   * swap and the rounds test nothing but the start.
+   */
+  notReachedBy(ms: number): void {
+    if (ms > this.estimateMs * 0.5) this.estimateMs = Math.max(this.estimateMs, ms * 1.25);
+  }
   get ms(): number {
     return Math.round(this.estimateMs);
   }
