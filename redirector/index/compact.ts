@@ -27,7 +27,7 @@ export function sha256Words(digest: string, out: Uint32Array, at: number): boole
       const code = digest.charCodeAt(SHA256_PREFIX.length + w * 8 + c);
       const h = code < 256 ? HEX[code]! : -1;
       if (h < 0) return false;
-      v = v * 16 + h;
+      v = (v << 4) | h; // int32 arithmetic; the Uint32Array store reads the bits unsigned
     }
     out[at + w] = v;
   }
@@ -50,18 +50,68 @@ const hexOf = (words: Uint32Array, at: number) => {
 };
 
 /**
- * A sorted, duplicate-free set of digests, each with an index 0..size-1: sha256 ones as words
- * (binary search), then any other algorithm's as strings (rare: derrick's store is sha256).
+ * A duplicate-free set of digests, each with an index 0..size-1: sha256 ones as words in file
+ * order, found through an open-addressing hash on their first word (a digest is uniformly random,
+ * so it is its own hash), then any other algorithm's as strings (rare: derrick's store is sha256).
+ * No sort: building one costs a pass over the digests.
  */
 export class DigestTable {
   /** Strings made so far, by index. */
   private readonly made: Array<string | undefined> = [];
-  constructor(
-    /** WORDS per digest, sorted. */
+  private constructor(
+    /** WORDS per digest. */
     readonly words: Uint32Array,
-    /** Digests of other algorithms, sorted. */
-    readonly others: readonly string[] = [],
+    /** A power of two of slots, each 0 (empty) or 1 + a digest's index. */
+    private readonly slots: Int32Array,
+    /** Digests of other algorithms. */
+    readonly others: readonly string[],
   ) {}
+
+  /**
+   * The table of `n` scanned digests: entry i's digest is `others[i]`, or else the words of
+   * `words` at i * WORDS. Returns it with each entry's index in it: a repeated digest gets the
+   * index of its first occurrence, so a later value overwrites an earlier one (JSON's last key wins).
+   */
+  static build(words: Uint32Array, others: ReadonlyArray<string | undefined>, n: number): { table: DigestTable; index: Int32Array } {
+    let shaCount = 0;
+    for (let i = 0; i < n; i++) if (others[i] === undefined) shaCount++;
+    let size = 4;
+    while (size < shaCount * 2) size *= 2;
+    const table = new DigestTable(new Uint32Array(shaCount * WORDS), new Int32Array(size), []);
+    const index = new Int32Array(n);
+    let kept = 0;
+    const otherList: string[] = [];
+    for (let i = 0; i < n; i++) {
+      if (others[i] !== undefined) continue;
+      const at = table.indexOfWords(words, i * WORDS);
+      if (at >= 0) {
+        index[i] = at;
+        continue;
+      }
+      for (let w = 0; w < WORDS; w++) table.words[kept * WORDS + w] = words[i * WORDS + w]!;
+      table.insert(kept);
+      index[i] = kept++;
+    }
+    for (let i = 0; i < n; i++) {
+      const o = others[i];
+      if (o === undefined) continue;
+      let at = otherList.indexOf(o);
+      if (at < 0) at = otherList.push(o) - 1;
+      index[i] = shaCount + at;
+    }
+    if (kept === shaCount && otherList.length === 0) return { table, index };
+    // Repeated digests (rare): the same table without the unused tail.
+    const exact = new DigestTable(table.words.slice(0, kept * WORDS), table.slots, otherList);
+    for (let i = 0; i < n; i++) if (index[i]! >= shaCount) index[i] = index[i]! - shaCount + kept;
+    return { table: exact, index };
+  }
+
+  private insert(i: number): void {
+    const mask = this.slots.length - 1;
+    let s = this.words[i * WORDS]! & mask;
+    while (this.slots[s] !== 0) s = (s + 1) & mask;
+    this.slots[s] = i + 1;
+  }
 
   get size(): number {
     return this.words.length / WORDS + this.others.length;
@@ -76,16 +126,12 @@ export class DigestTable {
 
   /** The index of the sha256 digest stored as words in `words` at `at`, or -1. */
   indexOfWords(words: Uint32Array, at: number): number {
-    let lo = 0;
-    let hi = this.words.length / WORDS - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const d = compareWords(this.words, mid * WORDS, words, at);
-      if (d === 0) return mid;
-      if (d < 0) lo = mid + 1;
-      else hi = mid - 1;
+    const mask = this.slots.length - 1;
+    for (let s = words[at]! & mask; ; s = (s + 1) & mask) {
+      const e = this.slots[s]!;
+      if (e === 0) return -1;
+      if (compareWords(this.words, (e - 1) * WORDS, words, at) === 0) return e - 1;
     }
-    return -1;
   }
 
   digestAt(i: number): string {
@@ -173,45 +219,36 @@ export class ManifestTable implements ReadonlyMap<string, ManifestEntry> {
   }
 }
 
-/** Tags, sorted (tags/list pages them as they are), each pointing at a manifest's index. */
+/** Tags, each pointing at a manifest's index; sorted only when a tags/list asks. */
 export class TagTable implements ReadonlyMap<string, string> {
+  private sortedNames: string[] | undefined;
   constructor(
-    /** Sorted, unique; never changed (it is also the repo's sortedTags). */
-    readonly sorted: string[],
-    /** The manifest index of sorted[i]. */
-    readonly target: Int32Array,
+    /** Tag -> manifest index, in file order. */
+    private readonly target: Map<string, number>,
     readonly manifests: DigestTable,
   ) {}
   get size() {
-    return this.sorted.length;
+    return this.target.size;
   }
-  private find(tag: string): number {
-    let lo = 0;
-    let hi = this.sorted.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const t = this.sorted[mid]!;
-      if (t === tag) return mid;
-      if (t < tag) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return -1;
+  /** Sorted, and never changed (it is also the repo's sortedTags). */
+  get sorted(): string[] {
+    return (this.sortedNames ??= [...this.target.keys()].sort());
   }
   has(tag: string): boolean {
-    return this.find(tag) >= 0;
+    return this.target.has(tag);
   }
   get(tag: string): string | undefined {
-    const i = this.find(tag);
-    return i < 0 ? undefined : this.manifests.digestAt(this.target[i]!);
+    const i = this.target.get(tag);
+    return i === undefined ? undefined : this.manifests.digestAt(i);
   }
   *entries(): MapIterator<[string, string]> {
-    for (let i = 0; i < this.sorted.length; i++) yield [this.sorted[i]!, this.manifests.digestAt(this.target[i]!)];
+    for (const [t, i] of this.target) yield [t, this.manifests.digestAt(i)];
   }
-  *keys(): MapIterator<string> {
-    yield* this.sorted;
+  keys(): MapIterator<string> {
+    return this.target.keys();
   }
   *values(): MapIterator<string> {
-    for (let i = 0; i < this.sorted.length; i++) yield this.manifests.digestAt(this.target[i]!);
+    for (const i of this.target.values()) yield this.manifests.digestAt(i);
   }
   [Symbol.iterator]() {
     return this.entries();

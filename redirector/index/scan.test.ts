@@ -71,12 +71,12 @@ describe('scanDerrickFile', () => {
     expect([...p.version.blobs]).toEqual([b1]);
   });
 
-  it('orders digests that share their first 32 bits', () => {
+  it('finds digests that share their first 32 bits (one hash slot), in file order', () => {
     const near = ['f', '0', '9', 'a', '0'].map((c, i) => `sha256:00000000${c.repeat(55)}${i}`);
     const blobs = Object.fromEntries([...near, b1].map((d, i) => [d, i]));
     const text = JSON.stringify(file({ blobs })).replace(`"blobs":{`, `"blobs":{"${near[2]}":9,`);
     const p = parseDerrickFile(text, '/x/m/redirect.json');
-    expect([...p.version.blobs]).toEqual([...near, b1].sort());
+    expect([...p.version.blobs]).toEqual([near[2], near[0], near[1], near[3], near[4], b1]);
     for (const d of [...near, b1]) expect(p.version.blobs.has(d)).toBe(true);
     expect(p.version.blobs.has(`sha256:00000000${'f'.repeat(56)}`)).toBe(false);
   });
@@ -88,11 +88,14 @@ describe('scanDerrickFile', () => {
       manifests: { [d1]: { mediaType: 'a', size: 1 }, [sha512]: { mediaType: 'b', size: 2 }, [upper]: { mediaType: 'c', size: 3 } },
       blobs: { [sha512]: 1, [b1]: 2 },
     });
-    const text = JSON.stringify(f).replace('"v1":', '"v\\u0031":').replace(`"${b1}":`, `"sha256:\\u0031${b1.slice(8)}":`);
+    const text = JSON.stringify(f).replace('"v1":', '"v\\u0031":').replace('"mediaType":"b"', '"mediaType":"\\u0062"').replace(`"${b1}":`, `"sha256:\\u0031${b1.slice(8)}":`);
     const p = parseDerrickFile(text, '/x/m/redirect.json');
     const b1Escaped = `sha256:1${b1.slice(8)}`;
     expect(Object.fromEntries(p.tags)).toEqual({ v1: d1, v2: sha512, v3: upper });
     expect(p.version.manifests.get(upper)).toEqual({ mediaType: 'c', size: 3 });
+    expect(p.version.manifests.get(sha512)).toEqual({ mediaType: 'b', size: 2 });
+    // An escaped media type is decoded, and not remembered by its raw bytes.
+    expect(parseDerrickFile(JSON.stringify(f), '/x/m/redirect.json').version.manifests.get(sha512)!.mediaType).toBe('b');
     expect(p.version.manifests.get(`sha256:${'a'.repeat(64)}`)).toBeUndefined();
     expect(p.version.blobs.has(sha512)).toBe(true);
     expect(p.version.blobs.has(b1Escaped)).toBe(true);

@@ -8,7 +8,7 @@
 // rest of the file, which is small and still goes through the schema (parse.ts).
 import { isDigestSyntax, isValidTag } from '../../shared/oci.js';
 import { BadFileError } from './app-entry.js';
-import { compareWords, DigestSet, DigestTable, HEX, ManifestTable, sha256Words, TagTable } from './compact.js';
+import { DigestSet, DigestTable, HEX, ManifestTable, sha256Words, TagTable } from './compact.js';
 
 type Json = Record<string, unknown>;
 
@@ -20,8 +20,6 @@ export interface ScannedFile {
 }
 
 const WORDS = 8;
-/** Entry indices below this fit beside a 32-bit word in a double's 53 bits (see Entries.sorted). */
-const INDEX_SPAN = 2 ** 21;
 const MAX_DEPTH = 64;
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -48,59 +46,13 @@ class Entries {
     }
     return this.n++;
   }
-  /** Entry indices sorted by digest; of equal digests only the last stays (JSON's last key wins). */
-  sorted(): number[] {
-    const shas: number[] = [];
-    const others: number[] = [];
-    for (let i = 0; i < this.n; i++) (this.others[i] === undefined ? shas : others).push(i);
-    const w = this.words;
-    const byWords = (a: number, b: number) => compareWords(w, a * WORDS, w, b * WORDS) || a - b;
-    let order: number[];
-    if (shas.length < INDEX_SPAN) {
-      // A native numeric sort on (first word, index), then the rare equal first words by all words:
-      // several times faster than a comparator over every pair.
-      const keys = new Float64Array(shas.length);
-      for (let k = 0; k < shas.length; k++) keys[k] = w[shas[k]! * WORDS]! * INDEX_SPAN + shas[k]!;
-      keys.sort();
-      order = [];
-      for (let k = 0; k < keys.length; k++) order.push(keys[k]! % INDEX_SPAN);
-      for (let a = 0; a < order.length; ) {
-        let b = a + 1;
-        while (b < order.length && w[order[b]! * WORDS] === w[order[a]! * WORDS]) b++;
-        if (b - a > 1) order.splice(a, b - a, ...order.slice(a, b).sort(byWords));
-        a = b;
-      }
-    } else {
-      order = shas.sort(byWords);
-    }
-    if (others.length) order.push(...others.sort((a, b) => (this.others[a]! < this.others[b]! ? -1 : this.others[a]! > this.others[b]! ? 1 : a - b)));
-    // Of equal digests, the last in the file stays (JSON's last key wins); ties are in file order.
-    const out: number[] = [];
-    for (let k = 0; k < order.length; k++) {
-      const next = order[k + 1];
-      if (next !== undefined && this.same(order[k]!, next)) continue;
-      out.push(order[k]!);
-    }
-    return out;
+  /** The table of the entries so far, with each entry's index in it. */
+  table() {
+    return DigestTable.build(this.words, this.others, this.n);
   }
-  same(a: number, b: number): boolean {
-    const oa = this.others[a];
-    const ob = this.others[b];
-    if (oa !== undefined || ob !== undefined) return oa === ob;
-    return compareWords(this.words, a * WORDS, this.words, b * WORDS) === 0;
-  }
-  /** The table of the entries `order` keeps, in that order. */
-  table(order: number[]): DigestTable {
-    let shas = 0;
-    while (shas < order.length && this.others[order[shas]!] === undefined) shas++;
-    const words = new Uint32Array(shas * WORDS);
-    for (let k = 0; k < shas; k++) for (let j = 0; j < WORDS; j++) words[k * WORDS + j] = this.words[order[k]! * WORDS + j]!;
-    const others: string[] = [];
-    for (let k = shas; k < order.length; k++) others.push(this.others[order[k]!]!);
-    return new DigestTable(words, others);
-  }
+  /** Entry i's digest (for an error message). */
   digestAt(i: number): string {
-    return this.others[i] ?? new DigestTable(this.words.slice(i * WORDS, i * WORDS + WORDS)).digestAt(0);
+    return this.others[i] ?? DigestTable.build(this.words.slice(i * WORDS, i * WORDS + WORDS), [], 1).table.digestAt(0);
   }
 }
 
@@ -114,6 +66,8 @@ let sizes: number[] = [];
 /** A handful of media types repeat in every repo: one string each, matched on the raw bytes. */
 const knownTypes: Array<{ raw: Buffer; value: string }> = [];
 const MAX_KNOWN_TYPES = 64;
+/** The one matched last: a repo's manifests mostly share one type. */
+let lastType = 0;
 
 export function scanDerrickFile(buf: Buffer): ScannedFile {
   let pos = 0;
@@ -374,15 +328,19 @@ export function scanDerrickFile(buf: Buffer): ScannedFile {
   };
   /** A media type string, one copy per distinct value. */
   const knownType = (): string => {
-    const start = pos;
-    let k = pos + 1;
-    while (buf[k] !== QUOTE && buf[k] !== BACKSLASH && buf[k] !== undefined) k++;
-    if (buf[k] === QUOTE) {
-      const len = k + 1 - start;
-      for (const t of knownTypes) if (t.raw.length === len && sameBytes(buf, start, t.raw)) return ((pos = k + 1), t.value);
+    // A known type's raw bytes, quotes included, hold no backslash: a match is the whole token.
+    const n = knownTypes.length;
+    for (let j = 0; j < n; j++) {
+      const t = knownTypes[(lastType + j) % n]!;
+      if (sameBytes(buf, pos, t.raw)) {
+        lastType = (lastType + j) % n;
+        pos += t.raw.length;
+        return t.value;
+      }
     }
+    const start = pos;
     const s = string();
-    if (knownTypes.length < MAX_KNOWN_TYPES && buf[k] === QUOTE) knownTypes.push({ raw: Buffer.from(buf.subarray(start, k + 1)), value: s });
+    if (n < MAX_KNOWN_TYPES && !buf.subarray(start, pos).includes(BACKSLASH)) knownTypes.push({ raw: Buffer.from(buf.subarray(start, pos)), value: s });
     return s;
   };
 
@@ -434,32 +392,24 @@ export function scanDerrickFile(buf: Buffer): ScannedFile {
 
 /** The compact tables of the maps just scanned; tags must name a manifest of the file. */
 function build(): NonNullable<ScannedFile['maps']> {
-  const mOrder = manifestDigests.sorted();
-  const table = manifestDigests.table(mOrder);
-  const mTypes: string[] = [];
-  const mSizes = new Float64Array(mOrder.length);
-  for (let k = 0; k < mOrder.length; k++) {
-    mTypes.push(mediaTypes[mOrder[k]!]!);
-    mSizes[k] = sizes[mOrder[k]!]!;
+  const { table, index } = manifestDigests.table();
+  const mTypes: string[] = new Array<string>(table.size);
+  const mSizes = new Float64Array(table.size);
+  // In file order, so a repeated digest takes its last entry's values.
+  for (let i = 0; i < manifestDigests.n; i++) {
+    mTypes[index[i]!] = mediaTypes[i]!;
+    mSizes[index[i]!] = sizes[i]!;
   }
   const manifests = new ManifestTable(table, mTypes, mSizes);
-
-  const tOrder: number[] = [];
-  for (let i = 0; i < tagNames.length; i++) tOrder.push(i);
-  tOrder.sort((a, b) => (tagNames[a]! < tagNames[b]! ? -1 : tagNames[a]! > tagNames[b]! ? 1 : a - b));
-  const sorted: string[] = [];
-  const target: number[] = [];
-  for (let k = 0; k < tOrder.length; k++) {
-    const i = tOrder[k]!;
-    if (k + 1 < tOrder.length && tagNames[tOrder[k + 1]!] === tagNames[i]) continue; // the last one wins
+  const target = new Map<string, number>();
+  for (let i = 0; i < tagNames.length; i++) {
     const other = tagDigests.others[i];
     const m = other === undefined ? table.indexOfWords(tagDigests.words, i * WORDS) : table.indexOf(other);
     if (m < 0) throw new BadFileError(`derrick.tags.${tagNames[i]}: points at ${tagDigests.digestAt(i)}, which is not in manifests`.slice(0, 200));
-    sorted.push(tagNames[i]!);
-    target.push(m);
+    target.set(tagNames[i]!, m); // a repeated tag keeps its place and takes the last value, as in JSON
   }
-  const tags = new TagTable(sorted, Int32Array.from(target), table);
-  const blobs = new DigestSet(blobDigests.table(blobDigests.sorted()));
+  const tags = new TagTable(target, table);
+  const blobs = new DigestSet(blobDigests.table().table);
   return { tags, manifests, blobs };
 }
 
@@ -489,7 +439,7 @@ function sha256Raw(buf: Buffer, at: number, out: Uint32Array, o: number): boolea
     for (let c = 0; c < 8; c++) {
       const h = HEX[buf[p++]!]!;
       if (h < 0) return false;
-      v = v * 16 + h;
+      v = (v << 4) | h; // int32 arithmetic; the Uint32Array store reads the bits unsigned
     }
     out[o + w] = v;
   }
