@@ -62,7 +62,10 @@ export function derrickRepo(p: ParsedDerrick, file: string, real: string, cost: 
     protected: p.protected,
     current: p.version,
     tags: p.tags,
-    sortedTags: p.tags.sorted,
+    // Sorted on the first tags/list, not at every load.
+    get sortedTags() {
+      return p.tags.sorted;
+    },
     referrers: p.referrers,
     previous: [],
     cost,
