@@ -73,8 +73,7 @@ export function createLoader(o: LoaderOptions): Loader {
   /** Reads and parses one derrick redirect file that must describe `name`. */
   const readVersion = async (name: string, e: Entry) => {
     reads++;
-    const text = (await readEntry(e)).toString('utf8');
-    return parseDerrickFile(text, e.real, repoKey(name));
+    return parseDerrickFile(await readEntry(e), e.real, repoKey(name));
   };
 
   /** The versions still in their grace period, reusing those already in memory. */

@@ -12,9 +12,10 @@ export interface RepoVersion {
   master?: string;
   /** The master directory on disk (derrick files only): manifest bytes are read from it. */
   dir?: string;
-  manifests: Map<string, IndexedManifest>;
-  /** Config and layer digests. Sizes are not kept: a redirect needs membership only. */
-  blobs: Set<string>;
+  /** A ManifestTable (compact.ts) for derrick files. */
+  manifests: ReadonlyMap<string, IndexedManifest>;
+  /** Config and layer digests (a DigestSet). Sizes are not kept: a redirect needs membership only. */
+  blobs: ReadonlySet<string>;
 }
 
 export interface IndexedRepo {
@@ -26,7 +27,9 @@ export interface IndexedRepo {
   real: string;
   protected: boolean;
   current: RepoVersion;
-  tags: Map<string, string>;
+  /** A TagTable (compact.ts) for derrick files. */
+  tags: ReadonlyMap<string, string>;
+  /** Sorted; shared with the TagTable, never changed. */
   sortedTags: string[];
   referrers: Record<string, Descriptor[]>;
   /** crane v2-v4 data, for crane-style redirects. */
