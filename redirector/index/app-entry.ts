@@ -86,11 +86,14 @@ export async function readEntry(e: Entry): Promise<Buffer> {
 }
 
 /**
- * A small file read whole without leaving the thread (the crane scan's heads; see listing.ts).
+ * A small file read whole without leaving the thread (the crane scan's heads; see listing.ts),
+ * with the fstat of the fd it was read from (what the crane name cache records).
  * `size` undefined: whatever fstat of the opened fd says, up to `maxSize` (a directory listing
  * said it is a regular file, so there is no lstat first: the open refuses a symlink swapped in).
  */
-export function readRegularFileSync(file: string, size: number | undefined, identity?: string, maxSize = Infinity): Buffer {
+export function readRegularFileSync(
+  file: string, size: number | undefined, identity?: string, maxSize = Infinity,
+): { buf: Buffer; st: fs.Stats } {
   const fd = fs.openSync(file, OPEN_FLAGS);
   try {
     const st = fs.fstatSync(fd);
@@ -101,7 +104,7 @@ export function readRegularFileSync(file: string, size: number | undefined, iden
     const buf = Buffer.allocUnsafe(want + 1);
     const n = fs.readSync(fd, buf, 0, want + 1, 0);
     if (st.size !== want || n !== want) throw new BadFileError(`changed size since it was looked at (${want} -> ${n} bytes)`, identity);
-    return buf.subarray(0, want);
+    return { buf: buf.subarray(0, want), st };
   } finally {
     fs.closeSync(fd);
   }
