@@ -113,6 +113,8 @@ export async function scanCraneDir(
   ]);
   const files = listed.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   const cached = cacheCursor(cache);
+  /** Every head is read into this and dropped before the next read (headOf keeps no view of it). */
+  const scratch = Buffer.allocUnsafe(64 * 1024);
   const next: CraneCache = [];
   let learned = 0;
   /** Anything but a regular file is probed first: a symlink must stay inside the dir. */
@@ -126,7 +128,7 @@ export async function scanCraneDir(
   /** A regular file is read straight away: the open refuses a symlink swapped in, and the stat recorded is the fd's. */
   const readHead = (file: string, rel: string) => {
     const readAt = Date.now();
-    const { buf, st } = readRegularFileSync(file, undefined, undefined, maxSize);
+    const { buf, st } = readRegularFileSync(file, undefined, undefined, maxSize, scratch);
     onRead();
     const head = headOf(buf, file, log);
     if (head && isSettled(st, readAt)) {
