@@ -12,7 +12,7 @@ import { MediaType } from '../../shared/oci.js';
 import { startServer } from '../serve.js';
 import { rawRequest } from '../../test/helpers/http.js';
 import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
-import { SETTLE_MS, craneCacheFile, readCraneCache, writeCraneCache, type CachedHead, type CraneCache } from './crane-cache.js';
+import { SETTLE_MS, craneCacheFile, readCraneCache, writeCraneCache, type CraneCache } from './crane-cache.js';
 import { scanCraneDir } from './listing.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -40,7 +40,15 @@ async function scan(dir: string, cacheDir: string) {
   return { names, reads, saved: !!s.save, lines: mem.lines };
 }
 
-const entry = (rel: string, name: string, n = 1): CachedHead => [rel, 1, n, 100, 1000.5, 2000.25, name, false];
+/** A cache of [path, name] pairs, in the given order; entry i has inode i + 1. */
+const cacheOf = (...entries: Array<[string, string]>): CraneCache => ({
+  rels: entries.map((e) => e[0]),
+  names: entries.map((e) => e[1]),
+  protected: entries.map((_, i) => i % 2 === 1),
+  stats: entries.flatMap((_, i) => [1, i + 1, 100, 1000.5, 2000.25]),
+});
+const FORMAT = 'derrick crane-names 2';
+const doc = (c: Record<string, unknown>) => JSON.stringify({ format: FORMAT, dir: '/data', ...cacheOf(['a.json', 'x/a'], ['b.json', 'x/b']), ...c });
 
 describe('crane name cache file', () => {
   let tmp: TmpDir;
@@ -49,31 +57,41 @@ describe('crane name cache file', () => {
 
   it('reads back what was written, for the same dir only', async () => {
     const file = path.join(tmp.dir, 'rt', 'c.json');
-    const cache: CraneCache = [entry('b.json', 'x/b'), entry('a.json', 'x/a', 2)];
-    await writeCraneCache(file, '/data', cache);
-    expect(await readCraneCache(file, '/data')).toEqual([entry('a.json', 'x/a', 2), entry('b.json', 'x/b')]);
+    await writeCraneCache(file, '/data', cacheOf(['b.json', 'x/b'], ['a.json', 'x/a']));
+    // Written sorted by path, each entry with its own stat and flag.
+    expect(await readCraneCache(file, '/data')).toEqual({
+      rels: ['a.json', 'b.json'], names: ['x/a', 'x/b'], protected: [true, false], stats: [1, 2, 100, 1000.5, 2000.25, 1, 1, 100, 1000.5, 2000.25],
+    });
     const why: string[] = [];
-    expect(await readCraneCache(file, '/other', (w) => why.push(w))).toEqual([]);
+    expect((await readCraneCache(file, '/other', (w) => why.push(w))).rels).toEqual([]);
     expect(why[0]).toContain('made for "/data"');
     // A missing file is no news: nothing to say about it.
-    expect(await readCraneCache(path.join(tmp.dir, 'none.json'), '/data', (w) => why.push(w))).toEqual([]);
+    expect((await readCraneCache(path.join(tmp.dir, 'none.json'), '/data', (w) => why.push(w))).rels).toEqual([]);
     expect(why).toHaveLength(1);
     expect(craneCacheFile('/c', '/data')).not.toBe(craneCacheFile('/c', '/data2'));
   });
 
   it.each([
     ['garbage', 'not json at all'],
-    ['a torn write', '{"format":"derrick crane-names 1","dir":"/data","files":[["a.json",1,2,3,4'],
-    ['another format', JSON.stringify({ format: 'derrick crane-names 0', dir: '/data', files: [] })],
-    ['a bad name in one entry', JSON.stringify({ format: 'derrick crane-names 1', dir: '/data', files: [entry('a.json', 'x/a'), entry('b.json', 'Bad Name')] })],
-    ['a string where a number goes', JSON.stringify({ format: 'derrick crane-names 1', dir: '/data', files: [['a.json', '1', 2, 3, 4, 5, 'x/a', false]] })],
-    ['paths out of order', JSON.stringify({ format: 'derrick crane-names 1', dir: '/data', files: [entry('b.json', 'x/b'), entry('a.json', 'x/a')] })],
+    ['a torn write', doc({}).slice(0, -20)],
+    ['another format', doc({ format: 'derrick crane-names 1' })],
+    ['a bad name in one entry', doc({ names: ['x/a', 'Bad Name'] })],
+    ['a string where a number goes', doc({ stats: [1, '2', 100, 1000.5, 2000.25, 1, 1, 100, 1000.5, 2000.25] })],
+    ['a stat missing', doc({ stats: [1, 2, 100, 1000.5, 2000.25, 1, 1, 100, 1000.5] })],
+    ['a flag missing', doc({ protected: [true] })],
+    ['paths out of order', doc({ rels: ['b.json', 'a.json'] })],
   ])('ignores a whole file with %s', async (_what, text) => {
     const file = path.join(tmp.dir, 'bad.json');
     await fs.writeFile(file, text);
     const why: string[] = [];
-    expect(await readCraneCache(file, '/data', (w) => why.push(w))).toEqual([]);
+    expect((await readCraneCache(file, '/data', (w) => why.push(w))).rels).toEqual([]);
     expect(why).toHaveLength(1);
+  });
+
+  it('takes a well-formed file as it is', async () => {
+    const file = path.join(tmp.dir, 'good.json');
+    await fs.writeFile(file, doc({}));
+    expect((await readCraneCache(file, '/data')).names).toEqual(['x/a', 'x/b']);
   });
 
   it('concurrent writers: every read sees one whole version, and no temp file is left', async () => {
@@ -82,7 +100,7 @@ describe('crane name cache file', () => {
     // A temp of a writer that died (pid 2^22 + 1 is above Linux's pid_max) is swept by the next write.
     await fs.mkdir(dir, { recursive: true });
     await fs.writeFile(path.join(dir, '.tmp-crane-names.4194305.abcdef000001'), 'half');
-    const versions = Array.from({ length: 8 }, (_, v) => Array.from({ length: 2000 }, (_, i) => entry(`f${String(i).padStart(5, '0')}.json`, `v${v}/r${i}`, i)));
+    const versions = Array.from({ length: 8 }, (_, v) => cacheOf(...Array.from({ length: 2000 }, (_, i): [string, string] => [`f${String(i).padStart(5, '0')}.json`, `v${v}/r${i}`])));
     let stop = false;
     let reads = 0;
     const reader = (async () => {
@@ -90,7 +108,7 @@ describe('crane name cache file', () => {
         const got = await readCraneCache(file, '/data', (why) => {
           throw new Error(`a reader saw a partial file: ${why}`);
         });
-        if (got.length) expect(got).toEqual(versions[Number(/^v(\d+)\//.exec(got[0]![6])![1])]);
+        if (got.rels.length) expect(got).toEqual(versions[Number(/^v(\d+)\//.exec(got.names[0]!)![1])]);
         reads++;
       }
     })();
@@ -147,14 +165,14 @@ describe('crane scan with the name cache', () => {
   it('a stale key is not trusted: the file is read again and its own name wins', async () => {
     await scan(dirs.stale!, caches.stale!);
     const file = craneCacheFile(caches.stale!, await fs.realpath(dirs.stale!));
-    const doc = JSON.parse(await fs.readFile(file, 'utf8')) as { files: CachedHead[] };
-    // The cache claims b.json serves x/evil, under a stat b.json doesn't have.
-    doc.files[1]![6] = 'x/evil';
-    doc.files[1]![4] -= 1000;
-    await fs.writeFile(file, JSON.stringify(doc));
+    const c = JSON.parse(await fs.readFile(file, 'utf8')) as CraneCache;
+    // The cache claims b.json serves x/evil, under an mtime b.json doesn't have.
+    c.names[1] = 'x/evil';
+    c.stats[5 + 3]! -= 1000;
+    await fs.writeFile(file, JSON.stringify(c));
     const s = await scan(dirs.stale!, caches.stale!);
     expect(s).toMatchObject({ reads: 1, saved: true, names: { 'x/a': 'a.json', 'x/b': 'b.json', 'x/c': 'c.json' } });
-    expect((await readCraneCache(file, await fs.realpath(dirs.stale!))).map((e) => e[6])).toEqual(['x/a', 'x/b', 'x/c']);
+    expect((await readCraneCache(file, await fs.realpath(dirs.stale!))).names).toEqual(['x/a', 'x/b', 'x/c']);
   });
 
   it('a corrupt cache is ignored with a warning and rewritten', async () => {

@@ -9,7 +9,7 @@ import { TMP_PREFIX, repoNameFromKey } from '../../shared/layout.js';
 import type { Logger } from '../../shared/log.js';
 import { isValidName } from '../../shared/oci.js';
 import { BadFileError, probeEntrySync, readRegularFileSync } from './app-entry.js';
-import { cacheCursor, cachedHead, craneCacheFile, isSettled, isUnchanged, readCraneCache, writeCraneCache, type CraneCache } from './crane-cache.js';
+import { addEntry, cacheCursor, copyEntry, craneCacheFile, emptyCache, isSettled, isUnchanged, readCraneCache, writeCraneCache } from './crane-cache.js';
 import { scanHead } from './head-scan.js';
 
 /** The repo name an app file serves, from its name alone; undefined for anything else in the dir. */
@@ -109,13 +109,13 @@ export async function scanCraneDir(
   const cacheFile = cacheDir && craneCacheFile(cacheDir, real);
   const [listed, cache] = await Promise.all([
     jsonFilesUnder(real),
-    cacheFile ? readCraneCache(cacheFile, real, (why) => log.warn({ file: cacheFile, why }, 'serve.crane-data: ignoring the name cache')) : [],
+    cacheFile ? readCraneCache(cacheFile, real, (why) => log.warn({ file: cacheFile, why }, 'serve.crane-data: ignoring the name cache')) : emptyCache(),
   ]);
   const files = listed.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   const cached = cacheCursor(cache);
   /** Every head is read into this and dropped before the next read (headOf keeps no view of it). */
   const scratch = Buffer.allocUnsafe(64 * 1024);
-  const next: CraneCache = [];
+  const next = emptyCache();
   let learned = 0;
   /** Anything but a regular file is probed first: a symlink must stay inside the dir. */
   const probedHead = (file: string) => {
@@ -132,7 +132,7 @@ export async function scanCraneDir(
     onRead();
     const head = headOf(buf, file, log);
     if (head && isSettled(st, readAt)) {
-      next.push(cachedHead(rel, st, head.name, head.protected));
+      addEntry(next, rel, st, head.name, head.protected);
       learned++;
     }
     return head;
@@ -142,13 +142,13 @@ export async function scanCraneDir(
     if (!regular) return probedHead(file);
     const rel = file.slice(real.length + 1);
     const hit = cached(rel);
-    if (hit) {
+    if (hit >= 0) {
       const st = fsSync.lstatSync(file, { throwIfNoEntry: false });
       if (!st) return undefined; // gone since the listing
       if (!st.isFile()) return probedHead(file);
-      if (isUnchanged(hit, st)) {
-        next.push(hit);
-        return { name: hit[6], protected: hit[7] };
+      if (isUnchanged(cache, hit, st)) {
+        copyEntry(next, cache, hit);
+        return { name: cache.names[hit]!, protected: cache.protected[hit]! };
       }
     }
     return readHead(file, rel);
@@ -169,12 +169,13 @@ export async function scanCraneDir(
   // Synchronous, in slices of SLICE_MS between which requests are answered: 10,000 files took
   // 2.2 s as one pool trip each, ~0.35 s of CPU this way, ~0.13 s when the name cache spares every
   // read (the lstat calls are 40 ms of that).
+  // The clock is read every 16 files: 10,000 reads of it were 10% of a start from the cache.
   for (let i = files.length - 1; i >= 0; ) {
     const until = performance.now() + SLICE_MS;
     do learn(files[i]!);
-    while (--i >= 0 && performance.now() < until);
+    while (--i >= 0 && ((i & 15) !== 0 || performance.now() < until));
     if (i >= 0) await new Promise((resolve) => setImmediate(resolve));
   }
-  const changed = learned > 0 || next.length !== cache.length;
+  const changed = learned > 0 || next.rels.length !== cache.rels.length;
   return { names: out, save: cacheFile && changed ? () => writeCraneCache(cacheFile, real, next) : undefined };
 }
