@@ -1,7 +1,8 @@
 // A crane data dir's names, remembered across restarts: for each regular file, the stat that
 // identifies its content and what its head said (the repo it serves, protected or not). A restart
 // lstats every file and reads the head only of a file whose stat changed: for 10,000 files, about
-// 50 ms of lstat instead of about 300 ms of reading and scanning heads.
+// 150 ms of CPU in a fresh process (40 of it the lstat calls) instead of 300-350 ms of reading and
+// scanning every head.
 //
 // The cache is a hint, never an authority. An entry is used only for a file at the same path
 // whose (dev, ino, size, mtime, ctime) are exactly the ones recorded, and the full parse of a file
