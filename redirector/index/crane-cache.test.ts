@@ -30,13 +30,19 @@ const craneFile = (name: string, o: { protected?: boolean; pad?: string } = {}) 
     schema2_data: [`sha256:${'1'.repeat(64)}`, 'v1'], manifest_list_data: [], manifest_list_amd64_tags: {},
   });
 
-/** One scan as a start does it: names (repo -> file base name), heads read, and the cache written. */
+/**
+ * One scan as a start does it: names (repo -> file base name), heads read, and the cache written.
+ * A request waiting for a name is woken by onFound: it must hear each name once, with its final file.
+ */
 async function scan(dir: string, cacheDir: string) {
   const mem = memoryLogger();
   let reads = 0;
-  const s = await scanCraneDir(dir, 1 << 20, mem.log, () => reads++, () => {}, cacheDir);
+  const heard: Array<[string, string]> = [];
+  const s = await scanCraneDir(dir, 1 << 20, mem.log, () => reads++, (n, e) => heard.push([n, path.basename(e.file)]), cacheDir);
   await s.save?.();
   const names = Object.fromEntries([...s.names].map(([n, e]) => [n, path.basename(e.file)]));
+  expect(Object.fromEntries(heard)).toEqual(names);
+  expect(heard).toHaveLength(s.names.size);
   return { names, reads, saved: !!s.save, lines: mem.lines };
 }
 
