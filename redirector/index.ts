@@ -50,7 +50,7 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
   const bytes = createManifestBytes(opts.manifestCache ?? 8 * 1024 * 1024, loader.countRead);
   let appNames = await listAppDir(l.appDir);
   let sorted: string[] | undefined;
-  const crane = createCraneNames(opts.craneData, maxFileSize, log, loader.countRead, () => (sorted = undefined));
+  const crane = createCraneNames(opts.craneData, maxFileSize, log, loader.countRead, () => (sorted = undefined), l.craneNamesDir);
   started = true;
 
   const flights = new Map<string, Promise<IndexedRepo | undefined>>();
@@ -152,7 +152,7 @@ export async function createRepoIndex(opts: IndexOptions): Promise<RepoIndex> {
     close: async () => {
       clearInterval(timer);
       watcher?.close();
-      await crane.ready;
+      await crane.done();
     },
   };
 }

@@ -75,6 +75,8 @@ export interface Layout {
   locksDir: string;
   /** `derrick push`: each target's last result, and the metrics textfile for node-exporter. */
   pushDir: string;
+  /** serve: the names a crane data dir's files serve, by file stat, so a restart reads no unchanged file. */
+  craneNamesDir: string;
   publishedDir: string;
   masterRoot: string;
   webDir: string;
@@ -109,6 +111,7 @@ export function layout(root: string): Layout {
     repoStateDir,
     cacheAccessFile: path.join(storeDir, 'cache-access.json'),
     cacheProofDir: path.join(storeDir, 'cache-proof'),
+    craneNamesDir: path.join(storeDir, 'crane-names'),
     locksDir,
     pushDir: path.join(abs, 'push'),
     publishedDir,

@@ -1,14 +1,18 @@
 // A crane data dir's names, learned in the background (crane files are named freely, so each
-// one's head is read once). A request waits only until the scan finds its name, or ends.
+// one's head is read once, then remembered by file stat across restarts: crane-cache.ts). A
+// request waits only until the scan finds its name, or ends.
 import fs from 'node:fs/promises';
 import type { Logger } from '../../shared/log.js';
 import { scanCraneDir, type CraneEntry } from './listing.js';
 
-export function createCraneNames(dir: string | undefined, maxSize: number, log: Logger, onRead: () => void, onChange: () => void) {
+export function createCraneNames(
+  dir: string | undefined, maxSize: number, log: Logger, onRead: () => void, onChange: () => void, cacheDir?: string,
+) {
   const found = new Map<string, CraneEntry>();
   const waiters = new Map<string, Array<() => void>>();
   let pending = !!dir;
   let root = '';
+  let saved: Promise<void> = Promise.resolve();
   const wake = (name: string) => {
     for (const w of waiters.get(name) ?? []) w();
     waiters.delete(name);
@@ -16,16 +20,15 @@ export function createCraneNames(dir: string | undefined, maxSize: number, log: 
   const ready = dir
     ? (async () => {
         root = await fs.realpath(dir).catch(() => '');
-        const all = await scanCraneDir(dir, maxSize, log, onRead, (name, e) => {
+        // The scan reports each name once, with the file that wins it (the last naming it).
+        const scan = await scanCraneDir(dir, maxSize, log, onRead, (name, e) => {
           found.set(name, e);
           wake(name);
-        });
-        // The scan's own order, deterministic, has the last word (the last file naming a repo wins).
-        found.clear();
-        for (const [n, e] of all) found.set(n, e);
+        }, cacheDir);
         pending = false;
         for (const n of [...waiters.keys()]) wake(n);
         onChange();
+        saved = scan.save?.().catch((err: Error) => log.warn({ dir, err: err.message }, 'serve.crane-data: could not write the name cache; the next start reads every file')) ?? saved;
       })().catch((err) => {
         pending = false;
         for (const n of [...waiters.keys()]) wake(n); // nobody waits for a scan that has ended
@@ -34,6 +37,8 @@ export function createCraneNames(dir: string | undefined, maxSize: number, log: 
     : Promise.resolve();
   return {
     ready,
+    /** The scan and the name cache's write are over (close waits for both). */
+    done: () => ready.then(() => saved),
     pending: () => pending,
     root: () => root,
     get: (name: string) => found.get(name),

