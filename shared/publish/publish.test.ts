@@ -326,4 +326,35 @@ describe('publishRepo, more', () => {
     expect(rebuilt.outcome).toBe('published');
     await checkTree(l.root, REPO);
   });
+
+  it('an unchanged publish touches nothing: the same links, no new master', async () => {
+    const m1 = (await publishRepo({ layout: l, state: await stateFor(store, { v1: 'a' }), protected: false, now })).master;
+    const inodes = async () => [(await fs.lstat(l.web(REPO))).ino, (await fs.lstat(l.app(REPO))).ino];
+    const before = await inodes();
+    expect(await publishRepo({ layout: l, state: await stateFor(store, { v1: 'a' }), protected: false, now })).toMatchObject({ outcome: 'unchanged', master: m1 });
+    expect(await inodes()).toEqual(before);
+    expect(await masters(l.root, REPO)).toEqual([m1]);
+  });
+
+  it('app is never moved to a served master that has no redirect file, even when app is behind web', async () => {
+    const m1 = (await publishRepo({ layout: l, state: await stateFor(store, { v1: 'a' }), protected: false, now })).master;
+    swapControl.failAppSwap = true;
+    await expect(publishRepo({ layout: l, state: await stateFor(store, { v1: 'b' }), protected: false, now })).rejects.toThrow(/simulated crash/);
+    swapControl.failAppSwap = false;
+    const { web } = await checkTree(l.root, REPO, { previous: { web: m1, app: m1 } });
+    await fs.rm(path.join(l.master(REPO, web), REDIRECT_FILE_NAME)); // damage
+    // A build that fails (an object missing from the store) must leave app where it was.
+    const state = await stateFor(store, { v1: 'c' });
+    await store.remove(Object.keys(state.blobs)[0]!);
+    await expect(publishRepo({ layout: l, state, protected: false, now })).rejects.toThrow(/ENOENT/);
+    expect(await fs.readlink(l.app(REPO))).toBe(`../master/acme~web/${m1}/${REDIRECT_FILE_NAME}`);
+    expect(await fs.readdir(l.masterDir(REPO))).toEqual(expect.not.arrayContaining([expect.stringMatching(/^\.tmp-/)]));
+  });
+
+  it('a repo with no tags still gets a complete master: blobs/, manifests/, tags/list and the redirect file', async () => {
+    const r = await publishRepo({ layout: l, state: await stateFor(store, {}), protected: false, now });
+    expect(r).toMatchObject({ outcome: 'published', linked: 0 });
+    expect((await fs.readdir(l.master(REPO, r.master))).sort()).toEqual(['blobs', 'manifests', REDIRECT_FILE_NAME, 'tags']);
+    expect(await fs.readFile(path.join(l.master(REPO, r.master), TAGS_LIST_REL_PATH), 'utf8')).toBe(`{"name":"${REPO}","tags":[]}\n`);
+  });
 });
