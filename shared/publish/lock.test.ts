@@ -4,8 +4,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startProcess, type RunningProcess } from '../../test/helpers/proc.js';
+import { canMountTmpfs, mountSmallFs, type SmallFs } from '../../test/helpers/small-fs.js';
 import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
 import { LockBusyError, acquireLock, acquireStoreExclusive, acquireStoreShared } from './lock.js';
 
@@ -182,6 +183,35 @@ describe('lock rules (in process)', () => {
     expect(await listing()).toEqual([...kept, `store.lock.shared.${process.pid}`].sort());
     expect(dead.some((n) => kept.includes(n))).toBe(false);
     await shared.release();
+  });
+});
+
+// A lock file is written before it is linked into place: on a full disk the write fails, and the
+// acquirer must fail naming the file, not take the lock with an empty file or leave a temp behind.
+describe.skipIf(!canMountTmpfs())('locks on a full disk', () => {
+  let tmp: TmpDir;
+  let small: SmallFs;
+  let dir: string;
+  beforeAll(async () => {
+    tmp = await tmpDir('derrick-lock-full');
+    small = await mountSmallFs(path.join(tmp.dir, 'mnt'), '64k');
+    dir = path.join(small.dir, 'locks');
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(small.dir, 'filler'), Buffer.alloc(1024 * 1024)).catch(() => {});
+    expect(small.free()).toBe(0);
+  });
+  afterAll(async () => {
+    await small?.unmount();
+    await tmp?.cleanup();
+  });
+
+  it('taking a lock fails with ENOSPC naming the file it was writing, and leaves nothing in the locks dir', async () => {
+    const e1 = await acquireLock(path.join(dir, 'repo-a.lock'), 'repo a').catch((e: unknown) => e);
+    expect(e1).toMatchObject({ code: 'ENOSPC' });
+    expect((e1 as Error).message).toContain(`'${dir}/.tmp-lock.${process.pid}.`);
+    const e2 = await acquireStoreShared(path.join(dir, 'store.lock')).catch((e: unknown) => e);
+    expect(e2).toMatchObject({ code: 'ENOSPC', path: path.join(dir, `store.lock.shared.${process.pid}`) });
+    expect(await fs.readdir(dir)).toEqual([]);
   });
 });
 
