@@ -54,6 +54,9 @@ describe('lock rules (in process)', () => {
     await lock.release();
     expect(await listing()).toEqual([]);
     await lock.release(); // twice: nothing to do
+    // On a fresh root nothing exists yet: the locks dir and its parents are made.
+    const fresh = await acquireLock(path.join(tmp.dir, 'new-root', 'locks', 'x.lock'), 'x');
+    await fresh.release();
     // A lock that was broken and re-taken by another process is not ours to remove.
     const again = await acquireLock(lockFile, 'repo a');
     await fs.writeFile(lockFile, `${LIVE}\n`);
@@ -109,6 +112,10 @@ describe('lock rules (in process)', () => {
     // An old unreadable lock behind a live guard: busy, and no pid to name.
     await lay('repo-a.lock', '', 60_000);
     expect(await busy(acquireLock(lockFile, 'repo a', 0))).toMatchObject({ pid: undefined });
+    // A guard without a readable pid is a breaker's between its write and link: never removed.
+    await lay('repo-a.lock.break', '');
+    expect(await busy(acquireLock(lockFile, 'repo a', 0))).toMatchObject({ pid: undefined });
+    expect(await listing()).toEqual(['repo-a.lock', 'repo-a.lock.break']);
 
     await lay('repo-a.lock', `${DEAD}\n`);
     await lay('repo-a.lock.break', `${DEAD}\n`);
@@ -142,10 +149,14 @@ describe('lock rules (in process)', () => {
     const shared = await acquireStoreShared(storeLock, 0);
     expect(await fs.readFile(path.join(dir, `store.lock.shared.${process.pid}`), 'utf8')).toBe(`${process.pid}\n`);
     await shared.release();
+    await shared.release(); // twice: nothing to do
     expect(await listing()).toEqual(['store.lock']);
   });
 
   it('the store lock, exclusive: refused while a live publish is registered, which it never removes; ours and dead ones do not block', async () => {
+    await lay('store.lock', `${LIVE}\n`);
+    expect(await busy(acquireStoreExclusive(storeLock, 0))).toMatchObject({ pid: LIVE, message: `the store is busy (locked by pid ${LIVE})` });
+    await fs.rm(storeLock);
     await lay(`store.lock.shared.${LIVE}`, `${LIVE}\n`);
     expect(await busy(acquireStoreExclusive(storeLock, 0))).toMatchObject({ pid: LIVE, message: `the store (publish running) is busy (locked by pid ${LIVE})` });
     expect(await listing()).toEqual([`store.lock.shared.${LIVE}`]); // our store.lock released again
@@ -171,8 +182,10 @@ describe('lock rules (in process)', () => {
   it("the store lock sweeps what dead processes left in the locks dir, and nothing of a live one's", async () => {
     const tmpOf = (pid: number | string) => `.tmp-lock.${pid}.0123456789ab`;
     const dead = [`store.lock.shared.${DEAD}`, tmpOf(DEAD), 'repo-a.lock.break', 'repo-dead.lock', 'fill-old-unreadable.lock'];
-    const kept = [`store.lock.shared.${LIVE}`, tmpOf(LIVE), '.tmp-lock.no-pid', 'repo-b.lock.break', 'repo-live.lock', 'fill-young-unreadable.lock', 'store.lock.shared.x', 'store.lock.shared.0', 'notes.txt'];
-    for (const n of [`store.lock.shared.${DEAD}`, tmpOf(DEAD), `store.lock.shared.${LIVE}`, tmpOf(LIVE), '.tmp-lock.no-pid', 'store.lock.shared.x', 'store.lock.shared.0', 'notes.txt']) await lay(n, '');
+    const kept = [`store.lock.shared.${LIVE}`, tmpOf(LIVE), '.tmp-lock.no-pid', 'repo-b.lock.break', 'repo-live.lock', 'fill-young-unreadable.lock', 'store.lock.shared.x', 'store.lock.shared.0', 'store.lock.shared.1.5', 'store.lock.shared.-999999999', 'notes.txt'];
+    // Names that are no pid (or a process group's) are not taken for a dead process's.
+    for (const n of [`store.lock.shared.${DEAD}`, tmpOf(DEAD), `store.lock.shared.${LIVE}`, tmpOf(LIVE), '.tmp-lock.no-pid', 'store.lock.shared.x', 'store.lock.shared.0', 'store.lock.shared.1.5', 'store.lock.shared.-999999999']) await lay(n, '');
+    await lay('notes.txt', '', 60_000); // old and without a pid, but not a lock: not ours to judge
     await lay('repo-a.lock.break', `${DEAD}\n`);
     await lay('repo-b.lock.break', `${LIVE}\n`);
     await lay('repo-dead.lock', `${DEAD}\n`);
