@@ -88,6 +88,9 @@ describe('planRetention, case by case', () => {
     ]);
     plan = await planRetention(l, repo('behind'), 9, 0, at(60 * min));
     expect(plan.keep).toEqual([names[0], names[1], names[2], names[3]]);
+    // keep 1, no grace: the one kept is the last before the older served master (app's), not web's.
+    plan = await planRetention(l, repo('behind'), 1, 0, at(60 * min));
+    expect(plan.keep).toEqual([names[1], names[2], names[3]]);
   });
 
   it('web alone (no app link) is the served master', async () => {
