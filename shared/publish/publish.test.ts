@@ -230,8 +230,9 @@ describe('nextMasterName', () => {
   });
 
   it('follows the last master: next sequence in the same millisecond or after a clock step back, next millisecond after -999', async () => {
-    await existing(masterName(now, 0), masterName(now, 3), masterName(now, 1));
-    expect(await nextMasterName(l, 'r', now)).toBe(masterName(now, 4));
+    // Many names, so the directory's listing order is unlikely to put the last one last.
+    await existing(...[0, 3, 1, 2, 9, 5, 12, 7, 11, 4, 8, 10, 6].map((i) => masterName(now, i)));
+    expect(await nextMasterName(l, 'r', now)).toBe(masterName(now, 13));
     const later = new Date(now.getTime() + 5000);
     await existing(masterName(later, 0));
     expect(await nextMasterName(l, 'r', now)).toBe(masterName(later, 1));
@@ -349,6 +350,12 @@ describe('publishRepo, more', () => {
     await expect(publishRepo({ layout: l, state, protected: false, now })).rejects.toThrow(/ENOENT/);
     expect(await fs.readlink(l.app(REPO))).toBe(`../master/acme~web/${m1}/${REDIRECT_FILE_NAME}`);
     expect(await fs.readdir(l.masterDir(REPO))).toEqual(expect.not.arrayContaining([expect.stringMatching(/^\.tmp-/)]));
+  });
+
+  it('names the master by the wall clock when no clock is passed', async () => {
+    const before = masterName(new Date());
+    const r = await publishRepo({ layout: l, state: await stateFor(store, { v1: 'a' }), protected: false });
+    expect(r.master >= before && r.master <= masterName(new Date(), 999)).toBe(true);
   });
 
   it('a repo with no tags still gets a complete master: blobs/, manifests/, tags/list and the redirect file', async () => {
