@@ -135,6 +135,8 @@ describe('store, edge cases', () => {
     expect(await fs.readdir(l.storeBlobsDir)).toEqual([d.slice('sha256:'.length)]);
     expect(await store.has(sha256Digest('absent'))).toBe(false);
     expect(await store.verify(sha256Digest('absent'))).toBe(false);
+    // Even the digest of no bytes at all: a missing object is not an empty one.
+    expect(await store.verify(sha256Digest(''))).toBe(false);
     await store.remove(sha256Digest('absent')); // nothing to remove is not an error
     // Opening the store again (the next run) finds it as it was.
     const again = await openStore(l);
