@@ -13,6 +13,10 @@ import { sha256Digest } from '../oci.js';
 
 const KiB = 1024;
 
+// Every test here takes well under a second; a fill that hangs (a lost wake-up, a reader never
+// ended) fails in 15 s rather than at the 60 s default, which also keeps mutation runs short.
+vi.setConfig({ testTimeout: 15_000 });
+
 function blob(size: number) {
   const data = crypto.randomBytes(size);
   return { data, digest: sha256Digest(data), hex: sha256Digest(data).slice(7) };
@@ -100,7 +104,8 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  await fs.rm(dir, { recursive: true, force: true });
+  // Retries: a test that does not await its fill's end may still see it rename into the directory.
+  await fs.rm(dir, { recursive: true, force: true, maxRetries: 5 });
 });
 
 async function tmpFiles(): Promise<string[]> {
@@ -221,6 +226,7 @@ describe('blob fill', () => {
     expect(l.ended).toBe(true);
     expect(l.data.equals(b.data)).toBe(true);
     expect(src.opens).toBe(1);
+    await first.fill.done;
   });
 
   it('a slow reader neither stalls the fill nor a fast reader, and then gets everything', async () => {
@@ -602,5 +608,178 @@ describe('blob fill', () => {
     expect(temps[0]).toMatch(new RegExp(`^\\.tmp-fill\\.${process.pid}\\.[0-9a-f]{12}$`));
     release();
     await fill.done;
+  });
+});
+
+describe('blob fill: errors and bookkeeping', () => {
+  it('each verification failure names the blob and what was wrong', async () => {
+    const b = blob(100 * KiB);
+    const bad = Buffer.from(b.data);
+    bad[0]! ^= 1;
+    const cases: { expected: number | undefined; src: GenSource; reason: string; message: string }[] = [
+      {
+        expected: b.data.length,
+        src: genSource(() => chunks(b.data), b.data.length - 1),
+        reason: 'size',
+        message: `blob ${b.digest}: upstream announced ${b.data.length - 1} bytes, expected ${b.data.length}`,
+      },
+      {
+        expected: b.data.length - 1,
+        src: genSource(() => chunks(b.data)),
+        reason: 'oversize',
+        message: `blob ${b.digest}: upstream sent more than the expected ${b.data.length - 1} bytes`,
+      },
+      {
+        expected: undefined,
+        src: genSource(() => chunks(b.data.subarray(0, 60 * KiB)), b.data.length),
+        reason: 'truncated',
+        message: `blob ${b.digest}: upstream body ended after ${60 * KiB} of ${b.data.length} bytes`,
+      },
+      {
+        expected: b.data.length,
+        src: genSource(() => chunks(bad)),
+        reason: 'digest',
+        message: `blob ${b.digest}: content hashes to ${sha256Digest(bad)}`,
+      },
+    ];
+    for (const c of cases) {
+      const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+      const { fill } = reg.fill(b.digest, c.expected, c.src);
+      const err = await fill.done.then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(BlobVerifyError);
+      expect(err).toMatchObject({ name: 'BlobVerifyError', digest: b.digest, reason: c.reason, message: c.message });
+      expect(await stored(b.hex)).toBeUndefined();
+    }
+  });
+
+  it('bad arguments are refused with a message naming them', () => {
+    const b = blob(10);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const src = genSource(async function* () {});
+    expect(() => reg.fill('sha256:abc', 1, src)).toThrow(new TypeError('unsupported digest "sha256:abc": only sha256:<64 hex> is cached'));
+    for (const bad of [-1, 1.5, NaN, Infinity, 2 ** 53]) {
+      expect(() => reg.fill(b.digest, bad, src)).toThrow(new RangeError(`invalid expected size ${bad} for ${b.digest}`));
+    }
+    expect(reg.running(b.digest)).toBe(false);
+    const { fill } = reg.fill(b.digest, 10, genSource(() => chunks(b.data), 10));
+    for (const bad of [-1, 1.5, NaN]) expect(() => fill.reader(bad)).toThrow(new RangeError(`invalid start ${bad}`));
+    for (const [s, e] of [[10, 9], [0, 1.5], [0, -1]] as const) {
+      expect(() => fill.reader(s, e)).toThrow(new RangeError(`invalid end ${e} (start ${s})`));
+    }
+    return fill.done;
+  });
+
+  it('running() is true from the first request until the fill is stored or has failed', async () => {
+    const b = blob(64 * KiB);
+    const other = blob(10);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    expect(reg.running(b.digest)).toBe(false);
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+      yield b.data.subarray(0, 1000);
+      await gate;
+      yield b.data.subarray(1000);
+    }));
+    expect(reg.running(b.digest)).toBe(true);
+    expect(reg.running(other.digest)).toBe(false);
+    expect(reg.active()).toBe(1);
+    release();
+    await fill.done;
+    expect(reg.running(b.digest)).toBe(false);
+    expect(reg.active()).toBe(0);
+
+    const failing = reg.fill(other.digest, 10, genSource(() => chunks(b.data.subarray(0, 10)), 10));
+    expect(reg.running(other.digest)).toBe(true);
+    await expect(failing.fill.done).rejects.toMatchObject({ reason: 'digest' });
+    expect(reg.running(other.digest)).toBe(false);
+  });
+
+  it('a throwing onDone or onFail hook changes neither the outcome nor the readers', async () => {
+    const b = blob(50 * KiB);
+    const calls: string[] = [];
+    const reg = createFillRegistry({
+      storeBlobsDir: blobsDir,
+      onDone: (digest, bytes) => {
+        calls.push(`done ${digest} ${bytes}`);
+        throw new Error('hook broke');
+      },
+      onFail: (digest, err) => {
+        calls.push(`fail ${digest} ${err.message}`);
+        throw new Error('hook broke');
+      },
+    });
+    const ok = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data)));
+    const r = await collect(ok.fill.reader());
+    await expect(ok.fill.done).resolves.toBeUndefined();
+    expect(r.data.equals(b.data)).toBe(true);
+    const other = blob(10);
+    const bad = reg.fill(other.digest, undefined, genSource(async function* () {
+      throw new Error('upstream reset');
+    }));
+    await expect(bad.fill.done).rejects.toThrow('upstream reset');
+    await expect(bad.fill.ready).rejects.toThrow('upstream reset');
+    expect(calls).toEqual([`done ${b.digest} ${b.data.length}`, `fail ${other.digest} upstream reset`]);
+  });
+});
+
+describe('blob fill: the store write fails after the bytes were verified', () => {
+  /** A fill whose rename into the store fails: a non-empty directory holds the blob's name. */
+  async function failingStore(b: ReturnType<typeof blob>) {
+    await fs.mkdir(path.join(blobsDir, b.hex, 'x'), { recursive: true });
+  }
+
+  it('readers still get the verified bytes; the store keeps nothing; later readers get the error', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(3 * MiB);
+    await failingStore(b);
+    const failed = vi.fn();
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, onFail: failed });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
+    const flowing = collect(fill.reader());
+    const stalled = fill.reader();
+    const parts = [await firstChunkThenPause(stalled)];
+    const err = await fill.done.then(() => undefined, (e: unknown) => e as NodeJS.ErrnoException);
+    expect(err?.code).toMatch(/^(EISDIR|ENOTEMPTY|EEXIST)$/);
+    expect(failed).toHaveBeenCalledWith(b.digest, err);
+    expect(reg.running(b.digest)).toBe(false);
+    expect(await tmpFiles()).toEqual([]);
+    const f = await flowing;
+    expect(f.error).toBeUndefined();
+    expect(f.data.equals(b.data)).toBe(true);
+    // The stalled reader's bytes were kept in memory for it: the temp file is gone.
+    expect(reg.memoryHeld()).toBeGreaterThan(0);
+    stalled.on('data', (c: Buffer) => parts.push(c));
+    const end = collect(stalled);
+    stalled.resume();
+    const s = await end;
+    expect(s.error).toBeUndefined();
+    expect(Buffer.concat(parts).equals(b.data)).toBe(true);
+    // Its last reader gone, the failed fill lets go of its memory.
+    expect(reg.memoryHeld()).toBe(0);
+    const late = await collect(fill.reader());
+    expect(late.error).toBe(err);
+    expect(late.data.length).toBe(0);
+  });
+
+  it('a reader whose bytes left memory and who never opened the temp file gets the error', async () => {
+    // Larger than a reader's buffer (1 MiB), so the paused reader has not taken it all.
+    const b = blob(4096 * KiB);
+    await failingStore(b);
+    // No memory budget: what is in the file leaves memory at once.
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
+    const stalled = fill.reader();
+    const first = await firstChunkThenPause(stalled);
+    expect(first.length).toBeGreaterThan(0);
+    const err = await fill.done.then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(reg.memoryHeld()).toBe(0);
+    const end = collect(stalled);
+    stalled.resume();
+    const s = await end;
+    expect(s.ended).toBe(false);
+    expect(s.error).toBe(err);
+    expect(s.data.length).toBeLessThan(b.data.length);
   });
 });
