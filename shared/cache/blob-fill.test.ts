@@ -783,3 +783,108 @@ describe('blob fill: the store write fails after the bytes were verified', () =>
     expect(s.data.length).toBeLessThan(b.data.length);
   });
 });
+
+describe('blob fill: upstream body shapes, sizes and writes', () => {
+  it('bodies of strings, typed-array views and empty chunks are stored as their bytes', async () => {
+    const text = 'derrick '.repeat(4096);
+    const bytes = Buffer.from(text);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    // Views into a larger buffer at a non-zero offset, as a web stream may hand them over.
+    const backing = new Uint8Array(bytes.length + 64);
+    backing.set(bytes, 32);
+    const bodies: Iterable<unknown>[] = [
+      [text.slice(0, 1000), '', text.slice(1000)],
+      [new Uint8Array(0), backing.subarray(32, 32 + 5000), new Uint8Array(0), backing.subarray(32 + 5000, 32 + bytes.length)],
+    ];
+    for (const parts of bodies) {
+      const source: FillSource = { open: async () => ({ body: Readable.from(parts, { objectMode: true }) }) };
+      const { fill } = reg.fill(sha256Digest(bytes), undefined, source);
+      const r = await collect(fill.reader());
+      await fill.done;
+      expect(r.data.equals(bytes)).toBe(true);
+      expect((await stored(sha256Digest(bytes).slice(7)))?.equals(bytes)).toBe(true);
+      await fs.rm(path.join(blobsDir, sha256Digest(bytes).slice(7)));
+    }
+  });
+
+  it('with no expected size, Content-Length sizes the blob as soon as the upstream answers', async () => {
+    const b = blob(200 * KiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, undefined, genSource(async function* () {
+      yield b.data.subarray(0, 1000);
+      await gate;
+      yield b.data.subarray(1000);
+    }, b.data.length));
+    await expect(fill.ready).resolves.toEqual({ size: b.data.length });
+    expect(fill.bytesReceived()).toBeLessThan(b.data.length);
+    release();
+    await fill.done;
+
+    // ... and bounds it: a longer body is oversize.
+    const c = blob(100 * KiB);
+    const long = reg.fill(c.digest, undefined, genSource(() => chunks(Buffer.concat([c.data, c.data])), c.data.length));
+    await expect(long.fill.done).rejects.toMatchObject({ reason: 'oversize' });
+    expect(long.fill.bytesReceived()).toBeLessThanOrEqual(c.data.length);
+  });
+
+  it('received bytes go to the temp file in batches while the download runs', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(4 * MiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+      yield* chunks(b.data.subarray(0, 3 * MiB), 64 * KiB);
+      await gate;
+      yield* chunks(b.data.subarray(3 * MiB), 64 * KiB);
+    }));
+    await vi.waitFor(() => expect(fill.bytesReceived()).toBe(3 * MiB));
+    // Past a 1 MiB batch the writer runs without waiting for the end of the body (or 8 MiB).
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBeGreaterThanOrEqual(2 * MiB));
+    const [temp] = await tmpFiles();
+    expect((await fs.stat(path.join(blobsDir, temp!))).size).toBe(fill.bytesWritten());
+    // With no budget and no reader, what is written leaves memory.
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(fill.bytesReceived() - fill.bytesWritten()));
+    release();
+    await fill.done;
+    expect(reg.memoryHeld()).toBe(0);
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
+  });
+
+  it('fills share the memory budget, each running one keeping at least 2 MiB for its readers', async () => {
+    const MiB = 1024 * KiB;
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 3 * MiB });
+    const gated = () => {
+      const b = blob(8 * MiB);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+        yield* chunks(b.data.subarray(0, 6 * MiB), 64 * KiB);
+        await gate;
+        yield* chunks(b.data.subarray(6 * MiB), 64 * KiB);
+      }));
+      return { b, fill, release, reader: fill.reader() };
+    };
+    const a = gated();
+    await firstChunkThenPause(a.reader); // stays about 1 MiB in
+    await vi.waitFor(() => expect(a.fill.bytesWritten()).toBe(6 * MiB));
+    // Alone, a fill may keep the whole budget for its stalled reader.
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(3 * MiB));
+    const b = gated();
+    await firstChunkThenPause(b.reader);
+    await vi.waitFor(() => expect(b.fill.bytesWritten()).toBe(6 * MiB));
+    // Two running fills: a share of 1.5 MiB each, but never less than 2 MiB while running.
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(4 * MiB));
+    a.release();
+    b.release();
+    await Promise.all([a.fill.done, b.fill.done]);
+    // Finished, they keep their shares: 1.5 MiB each.
+    expect(reg.memoryHeld()).toBe(3 * MiB);
+    a.reader.destroy();
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(1.5 * MiB));
+    b.reader.destroy();
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(0));
+  });
+});
