@@ -888,3 +888,46 @@ describe('blob fill: upstream body shapes, sizes and writes', () => {
     await vi.waitFor(() => expect(reg.memoryHeld()).toBe(0));
   });
 });
+
+describe('blob fill: a reader behind memory and the temp file', () => {
+  it('a reader that finds the temp file missing waits for the next change instead of failing', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(4 * MiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    // No memory budget: what is in the file leaves memory at once.
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+      yield* chunks(b.data.subarray(0, 3 * MiB), 64 * KiB);
+      await gate;
+      yield* chunks(b.data.subarray(3 * MiB), 64 * KiB);
+    }));
+    const r = fill.reader();
+    const parts = [await firstChunkThenPause(r)];
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(3 * MiB));
+    const [temp] = await tmpFiles();
+    const tempPath = path.join(blobsDir, temp!);
+    const aside = path.join(dir, 'aside');
+    await fs.rename(tempPath, aside);
+    let got = parts[0]!.length;
+    r.on('data', (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+    });
+    const end = collect(r);
+    r.resume();
+    // It drains what it holds, then needs the file, which is not there: it waits, without error.
+    await vi.waitFor(() => expect(got).toBeGreaterThanOrEqual(MiB));
+    await sleep(50);
+    const stuckAt = got;
+    expect(stuckAt).toBeLessThan(3 * MiB);
+    await fs.rename(aside, tempPath);
+    release();
+    const out = await end;
+    expect(out.error).toBeUndefined();
+    expect(out.ended).toBe(true);
+    expect(Buffer.concat(parts).equals(b.data)).toBe(true);
+    await fill.done;
+  });
+
+});
