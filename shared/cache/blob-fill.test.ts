@@ -930,4 +930,31 @@ describe('blob fill: a reader behind memory and the temp file', () => {
     await fill.done;
   });
 
+  it('a reader waiting for a temp file that is gone gets the error when the store write fails', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(4 * MiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+      yield* chunks(b.data.subarray(0, 3 * MiB), 64 * KiB);
+      await gate;
+      yield* chunks(b.data.subarray(3 * MiB), 64 * KiB);
+    }));
+    const r = fill.reader();
+    await firstChunkThenPause(r);
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(3 * MiB));
+    const [temp] = await tmpFiles();
+    await fs.rm(path.join(blobsDir, temp!)); // gone for good: the rename into the store will fail
+    const end = collect(r);
+    r.resume();
+    await sleep(50);
+    release();
+    const err = await fill.done.then(() => undefined, (e: unknown) => e as NodeJS.ErrnoException);
+    expect(err?.code).toBe('ENOENT');
+    const out = await end;
+    expect(out.ended).toBe(false);
+    expect(out.error).toBe(err);
+    expect(out.data.length).toBeLessThan(3 * MiB);
+  });
 });
