@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import fs from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -956,5 +957,68 @@ describe('blob fill: a reader behind memory and the temp file', () => {
     expect(out.ended).toBe(false);
     expect(out.error).toBe(err);
     expect(out.data.length).toBeLessThan(3 * MiB);
+  });
+});
+
+describe('blob fill: the disk fails', () => {
+  /** Node's FileHandle class, whose writev/sync a test makes fail as a full or broken disk would. */
+  async function fileHandleProto(): Promise<FileHandle> {
+    const h = await fs.open(path.join(dir, 'probe'), 'w');
+    await h.close();
+    return Object.getPrototypeOf(h) as FileHandle;
+  }
+  const diskError = (code: string) => Object.assign(new Error(`${code}: simulated`), { code });
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('a failed write to the temp file fails the fill: readers error, nothing stored', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(4 * MiB);
+    const enospc = diskError('ENOSPC');
+    vi.spyOn(await fileHandleProto(), 'writev').mockRejectedValueOnce(enospc);
+    const failed = vi.fn();
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, onFail: failed });
+    const src = genSource(() => chunks(b.data, 64 * KiB, 1), b.data.length);
+    const { fill } = reg.fill(b.digest, b.data.length, src);
+    const rs = await Promise.all([collect(fill.reader()), collect(fill.reader(MiB))]);
+    await expect(fill.done).rejects.toBe(enospc);
+    for (const r of rs) {
+      expect(r.ended).toBe(false);
+      expect(r.error).toBe(enospc);
+    }
+    // It stopped the download instead of reading on to the end.
+    expect(fill.bytesReceived()).toBeLessThan(b.data.length);
+    expect(src.signals[0]!.aborted).toBe(true);
+    expect(failed).toHaveBeenCalledWith(b.digest, enospc);
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+    expect(reg.running(b.digest)).toBe(false);
+  });
+
+  it('a failed write at the end of the body fails the fill too', async () => {
+    const b = blob(100 * KiB); // under one write batch: the only write is the final one
+    const eio = diskError('EIO');
+    vi.spyOn(await fileHandleProto(), 'writev').mockRejectedValueOnce(eio);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data), b.data.length));
+    const r = collect(fill.reader());
+    await expect(fill.done).rejects.toBe(eio);
+    // Verified before the write broke: the reader has the right bytes; the store has none.
+    expect((await r).data.equals(b.data)).toBe(true);
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
+  });
+
+  it('a failed fsync fails the fill and stores nothing', async () => {
+    const b = blob(100 * KiB);
+    const eio = diskError('EIO');
+    vi.spyOn(await fileHandleProto(), 'sync').mockRejectedValueOnce(eio);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data), b.data.length));
+    await expect(fill.done).rejects.toBe(eio);
+    expect(await stored(b.hex)).toBeUndefined();
+    expect(await tmpFiles()).toEqual([]);
   });
 });
