@@ -1022,3 +1022,102 @@ describe('blob fill: the disk fails', () => {
     expect(await tmpFiles()).toEqual([]);
   });
 });
+
+describe('blob fill: what readers hold', () => {
+  it('a reader buffers at most about 1 MiB ahead of its client, and memory follows it as it reads on', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(6 * MiB);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
+    const r = fill.reader();
+    const parts = [await firstChunkThenPause(r)];
+    await fill.done;
+    expect(r.readableLength).toBeLessThanOrEqual(MiB + 64 * KiB);
+    // Kept for it: everything past where it is.
+    expect(reg.memoryHeld()).toBeGreaterThan(4 * MiB);
+    let got = parts[0]!.length;
+    let stopped = false;
+    const reached = new Promise<void>((resolve) =>
+      r.on('data', (c: Buffer) => {
+        parts.push(c);
+        got += c.length;
+        if (got >= 3 * MiB && !stopped) {
+          stopped = true;
+          r.pause();
+          resolve();
+        }
+      }),
+    );
+    r.resume();
+    await reached;
+    // What it has passed is let go while it is still reading.
+    expect(reg.memoryHeld()).toBeLessThanOrEqual(b.data.length - got);
+    expect(r.readableLength).toBeLessThanOrEqual(MiB + 64 * KiB);
+    const end = collect(r);
+    r.resume();
+    await end;
+    expect(Buffer.concat(parts).equals(b.data)).toBe(true);
+    expect(reg.memoryHeld()).toBe(0);
+  });
+
+  it('a reader releases its file as soon as it has read the last byte, before its client reads the end', async () => {
+    const b = blob(100 * KiB);
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data), b.data.length));
+    await fill.done;
+    const fdsBefore = openFds();
+    const r = fill.reader(); // served from the store file: nothing is left in memory
+    r.pause();
+    r.read(0); // start it without consuming anything
+    await vi.waitFor(() => expect(r.readableLength).toBe(b.data.length));
+    await vi.waitFor(() => expect(openFds()).toBe(fdsBefore));
+    expect(r.readableEnded).toBe(false);
+    const end = collect(r);
+    r.resume();
+    const out = await end;
+    expect(out.data.equals(b.data)).toBe(true);
+  });
+
+  it('a temp file cut short under a reader is an error, not a hang', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(4 * MiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 0 });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+      yield* chunks(b.data.subarray(0, 3 * MiB), 64 * KiB);
+      await gate;
+      yield* chunks(b.data.subarray(3 * MiB), 64 * KiB);
+    }));
+    const r = fill.reader();
+    await firstChunkThenPause(r);
+    await vi.waitFor(() => expect(fill.bytesWritten()).toBe(3 * MiB));
+    const [temp] = await tmpFiles();
+    await fs.truncate(path.join(blobsDir, temp!), 0);
+    const end = collect(r);
+    r.resume();
+    const out = await end;
+    expect(out.ended).toBe(false);
+    expect(out.error?.message).toMatch(new RegExp(`^blob ${b.digest}: file shorter than the \\d+ bytes written$`));
+    release();
+    await fill.done.catch(() => {});
+  });
+
+  it('an upstream that announces the wrong size is not read: its body is destroyed and the request aborted', async () => {
+    const b = blob(1000);
+    let body: Readable | undefined;
+    let signal: AbortSignal | undefined;
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, 1000, {
+      open: async (s) => {
+        signal = s;
+        body = Readable.from([b.data]);
+        return { body, size: 1001 };
+      },
+    });
+    await expect(fill.done).rejects.toMatchObject({ reason: 'size' });
+    expect(body?.destroyed).toBe(true);
+    expect(signal?.aborted).toBe(true);
+    expect(await tmpFiles()).toEqual([]);
+  });
+});
