@@ -96,6 +96,14 @@ function openFds(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
+/** Node's FileHandle prototype: a test spies on its writev/sync to play a full, broken or slow
+ * disk, which no real disk does on demand. */
+async function fileHandleProto(): Promise<FileHandle> {
+  const h = await fs.open(path.join(dir, 'probe'), 'w');
+  await h.close();
+  return Object.getPrototypeOf(h) as FileHandle;
+}
+
 let dir: string;
 let blobsDir: string;
 
@@ -961,12 +969,6 @@ describe('blob fill: a reader behind memory and the temp file', () => {
 });
 
 describe('blob fill: the disk fails', () => {
-  /** Node's FileHandle class, whose writev/sync a test makes fail as a full or broken disk would. */
-  async function fileHandleProto(): Promise<FileHandle> {
-    const h = await fs.open(path.join(dir, 'probe'), 'w');
-    await h.close();
-    return Object.getPrototypeOf(h) as FileHandle;
-  }
   const diskError = (code: string) => Object.assign(new Error(`${code}: simulated`), { code });
 
   afterEach(() => {
@@ -1119,5 +1121,61 @@ describe('blob fill: what readers hold', () => {
     expect(body?.destroyed).toBe(true);
     expect(signal?.aborted).toBe(true);
     expect(await tmpFiles()).toEqual([]);
+  });
+});
+
+describe('blob fill: a slow disk', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('readers end once the bytes are verified, without waiting for the store fsync', async () => {
+    const b = blob(200 * KiB);
+    const proto = await fileHandleProto();
+    const sync = proto.sync;
+    vi.spyOn(proto, 'sync').mockImplementation(async function (this: FileHandle) {
+      await sleep(300);
+      return sync.call(this);
+    });
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data), b.data.length));
+    const events: string[] = [];
+    const readers = [fill.reader(), fill.reader(0, 99)].map((r, i) => {
+      r.on('end', () => events.push(`end ${i}`));
+      return collect(r);
+    });
+    await fill.done;
+    events.push('done');
+    const out = await Promise.all(readers);
+    expect(events).toHaveLength(3);
+    expect(events.slice(0, 2).sort()).toEqual(['end 0', 'end 1']);
+    expect(events[2]).toBe('done');
+    expect(out[0]!.data.equals(b.data)).toBe(true);
+    expect(out[1]!.data.equals(b.data.subarray(0, 100))).toBe(true);
+  });
+
+  it('a download that outruns the disk waits once 8 MiB are unwritten', async () => {
+    const MiB = 1024 * KiB;
+    const b = blob(24 * MiB);
+    const proto = await fileHandleProto();
+    const writev = proto.writev;
+    vi.spyOn(proto, 'writev').mockImplementation(async function (this: FileHandle, ...args: Parameters<FileHandle['writev']>) {
+      await sleep(20);
+      return writev.apply(this, args);
+    });
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir });
+    let maxUnwritten = 0;
+    let fill: ReturnType<typeof reg.fill>['fill'] | undefined;
+    const src = genSource(async function* () {
+      for await (const c of chunks(b.data, 64 * KiB)) {
+        if (fill) maxUnwritten = Math.max(maxUnwritten, fill.bytesReceived() - fill.bytesWritten());
+        yield c;
+      }
+    }, b.data.length);
+    fill = reg.fill(b.digest, b.data.length, src).fill;
+    await fill.done;
+    expect(maxUnwritten).toBeGreaterThan(MiB); // the disk really was behind
+    expect(maxUnwritten).toBeLessThanOrEqual(8 * MiB + 64 * KiB);
+    expect((await stored(b.hex))?.equals(b.data)).toBe(true);
   });
 });
