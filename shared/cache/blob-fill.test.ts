@@ -15,8 +15,8 @@ import { sha256Digest } from '../oci.js';
 const KiB = 1024;
 
 // Every test here takes well under a second; a fill that hangs (a lost wake-up, a reader never
-// ended) fails in 15 s rather than at the 60 s default, which also keeps mutation runs short.
-vi.setConfig({ testTimeout: 15_000 });
+// ended) fails in 10 s rather than at the 60 s default, which also keeps mutation runs short.
+vi.setConfig({ testTimeout: 10_000 });
 
 function blob(size: number) {
   const data = crypto.randomBytes(size);
@@ -896,6 +896,39 @@ describe('blob fill: upstream body shapes, sizes and writes', () => {
     b.reader.destroy();
     await vi.waitFor(() => expect(reg.memoryHeld()).toBe(0));
   });
+
+  it('a fill that lets go of its memory leaves the whole budget to the others', async () => {
+    const MiB = 1024 * KiB;
+    const reg = createFillRegistry({ storeBlobsDir: blobsDir, memoryBudget: 6 * MiB });
+    const gated = () => {
+      const b = blob(8 * MiB);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const { fill } = reg.fill(b.digest, b.data.length, genSource(async function* () {
+        yield* chunks(b.data.subarray(0, 6 * MiB), 64 * KiB);
+        await gate;
+        yield* chunks(b.data.subarray(6 * MiB), 64 * KiB);
+      }));
+      return { fill, release, reader: fill.reader() };
+    };
+    const a = gated();
+    await firstChunkThenPause(a.reader);
+    const b = gated();
+    await firstChunkThenPause(b.reader);
+    await vi.waitFor(() => expect(a.fill.bytesWritten() + b.fill.bytesWritten()).toBe(12 * MiB));
+    // Half the budget each: the last 3 MiB of what each received.
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(6 * MiB));
+    a.reader.destroy(); // its only reader gone, a's written bytes leave memory
+    await vi.waitFor(() => expect(reg.memoryHeld()).toBe(3 * MiB));
+    b.release();
+    await b.fill.done;
+    // b alone now: its last 2 MiB join the 3 MiB it kept, within the whole budget.
+    expect(reg.memoryHeld()).toBe(5 * MiB);
+    b.reader.destroy();
+    a.release();
+    await a.fill.done;
+    expect(reg.memoryHeld()).toBe(0);
+  });
 });
 
 describe('blob fill: a reader behind memory and the temp file', () => {
@@ -1033,10 +1066,15 @@ describe('blob fill: what readers hold', () => {
     const { fill } = reg.fill(b.digest, b.data.length, genSource(() => chunks(b.data, 64 * KiB), b.data.length));
     const r = fill.reader();
     const parts = [await firstChunkThenPause(r)];
+    // A second reader further on, stalled too.
+    const ahead = fill.reader(3 * MiB);
+    await firstChunkThenPause(ahead);
     await fill.done;
     expect(r.readableLength).toBeLessThanOrEqual(MiB + 64 * KiB);
-    // Kept for it: everything past where it is.
-    expect(reg.memoryHeld()).toBeGreaterThan(4 * MiB);
+    // Kept for the readers: everything past the slowest one (where it is: what its client took
+    // plus what it holds for it).
+    expect(reg.memoryHeld()).toBe(b.data.length - (parts[0]!.length + r.readableLength));
+    ahead.destroy();
     let got = parts[0]!.length;
     let stopped = false;
     const reached = new Promise<void>((resolve) =>
@@ -1053,7 +1091,7 @@ describe('blob fill: what readers hold', () => {
     r.resume();
     await reached;
     // What it has passed is let go while it is still reading.
-    expect(reg.memoryHeld()).toBeLessThanOrEqual(b.data.length - got);
+    expect(reg.memoryHeld()).toBe(b.data.length - (got + r.readableLength));
     expect(r.readableLength).toBeLessThanOrEqual(MiB + 64 * KiB);
     const end = collect(r);
     r.resume();
