@@ -403,6 +403,7 @@ describe('blob fill', () => {
     await expect(fill.done).rejects.toMatchObject({ name: 'BlobVerifyError', reason: 'digest' });
     await expect(fill.ready).resolves.toEqual({ size: b.data.length });
     expect(fail).toHaveBeenCalledWith(b.digest, expect.any(BlobVerifyError));
+    expect(reg.memoryHeld()).toBe(0);
     expect(await stored(b.hex)).toBeUndefined();
     expect(await tmpFiles()).toEqual([]);
     expect(reg.active()).toBe(0);
@@ -1042,6 +1043,8 @@ describe('blob fill: the disk fails', () => {
     await expect(fill.done).rejects.toBe(eio);
     // Verified before the write broke: the reader has the right bytes; the store has none.
     expect((await r).data.equals(b.data)).toBe(true);
+    // Its unwritten bytes are let go once the reader is done with them.
+    expect(reg.memoryHeld()).toBe(0);
     expect(await stored(b.hex)).toBeUndefined();
     expect(await tmpFiles()).toEqual([]);
   });
