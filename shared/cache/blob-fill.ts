@@ -439,7 +439,13 @@ function startFill(
     forget();
     // Verified bytes stay good for the readers (their fds outlive the temp file): only the
     // store's copy is lost. Unverified ones must never look complete.
-    if (f.verified) return;
+    if (f.verified) {
+      // Readers that already ended left the unwritten bytes in memory: nobody trims them later.
+      trimMemory(f);
+      // A reader parked for a temp file that vanished must wake to see the failure, or it hangs.
+      notify(f);
+      return;
+    }
     dropMemory(f);
     notify(f);
     for (const r of [...f.readers]) r.destroy(e);
