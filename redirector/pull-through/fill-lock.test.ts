@@ -81,11 +81,15 @@ describe('fill lock', () => {
     await fs.mkdir(l.locksDir, { recursive: true });
     const file = path.join(l.locksDir, `fill-${'f'.repeat(64)}.lock`);
     await fs.writeFile(file, '');
+    const asked: boolean[] = [];
     const err = await createFillLocks(l)
-      .claim(digest('f'), async () => false, 300)
+      .claim(digest('f'), async (w) => (asked.push(w), false), 300)
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FillWaitTimeout);
+    expect((err as Error).name).toBe('FillWaitTimeout');
     expect((err as FillWaitTimeout).holder).toBeUndefined();
+    // No pid to watch: the waiter waits for the file to go, without checking the store meanwhile.
+    expect(asked).toEqual([]);
     expect((err as Error).message).toBe(`another derrick process is still fetching ${digest('f')}`);
     await fs.rm(file);
   });
