@@ -53,7 +53,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
   let l: Layout;
   /** The fake upstream's repos; tests add blobs to them. */
   const repos: Record<string, FakeRepo> = {};
-  /** digest -> how the fake answers a GET of it instead of serving it. */
+  /** digest (or `HEAD <digest>`) -> how the fake answers a GET (HEAD) of it instead of serving it. */
   const faults = new Map<string, (req: http.IncomingMessage, res: http.ServerResponse) => void>();
 
   /** A fresh random blob in these fake upstream repos. */
@@ -85,7 +85,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     const routes = registryRoutes(repos);
     fake = await startFake((req, res) => {
       const digest = /\/blobs\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '')?.[1];
-      const fault = digest && req.method === 'GET' ? faults.get(digest) : undefined;
+      const fault = digest ? faults.get(req.method === 'HEAD' ? `HEAD ${digest}` : digest) : undefined;
       return fault ? fault(req, res) : routes(req, res);
     });
 
@@ -103,6 +103,10 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
       '  - prefix: never',
       `    url: ${JSON.stringify(fake.origin)}`,
       '    policy: Never',
+      '  - prefix: slow',
+      `    url: ${JSON.stringify(fake.origin)}`,
+      '    pull-ahead: false',
+      '    timeout: 1s',
       '',
     ].join('\n');
     const file = path.join(tmp.dir, 'derrick.yaml');
@@ -124,6 +128,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     proxy.addRule({ method: 'GET', path: new RegExp(`/blobs/${d}$`), action: { kind: 'stall', until: release.promise } });
     const misses = await metric('derrick_cache_misses_total');
     const joins = await metric('derrick_cache_singleflight_joins_total');
+    const upstreamBytes = await metric('derrick_cache_upstream_bytes_total');
     const gets = Array.from({ length: 4 }, () => fetch(url('hub/lib/app', d)).then(async (r) => ({ r, body: await bodyOf(r) })));
     try {
       await until('four misses, three of them joined', async () => (await metric('derrick_cache_misses_total')) - misses === 4 && (await metric('derrick_cache_singleflight_joins_total')) - joins === 3);
@@ -142,6 +147,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     }
     expect(reg.blobGets(d)).toBe(1);
     await until('the blob stored and its fill lock released', async () => (await fs.stat(l.storeBlob(d)).catch(() => undefined))?.size === size && (await fillLocks()).length === 0);
+    expect(await metric('derrick_cache_upstream_bytes_total')).toBe(upstreamBytes + size);
 
     // Stored and proven for this repo: served from the store, without asking the upstream again.
     const hits = await metric('derrick_cache_hits_total');
@@ -247,6 +253,8 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
       if (method === 'GET') expect((await codes(r)).map((e) => e.code)).toEqual(['BLOB_UNKNOWN']);
     }
     expect(fakeRequests(b.digest)).toEqual([]);
+    // Nor is a Never route greeted at start: the fake had two /v2/ pings, from the fake and slow routes.
+    expect(fake.requests.filter((r) => r.url === '/v2/').length).toBe(2);
 
     // A manifest whose second layer lists URLs: that layer is the client's to fetch from them.
     const layer = randomBytes(2000);
@@ -269,6 +277,19 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     expect(errs.map((e) => e.code)).toEqual(['BLOB_UNKNOWN']);
     expect(errs[0]!.message).toMatch(/foreign layer/);
     expect(fakeRequests(foreign.digest)).toEqual([]);
+  });
+
+  it('a HEAD the upstream answers slower than the route timeout is a 504', async () => {
+    const b = addBlob(1000, 'lib/a');
+    faults.set(`HEAD ${b.digest}`, (_req, res) => void setTimeout(() => res.writeHead(200, { 'Content-Length': '1000' }).end(), 3000));
+    try {
+      const r = await fetch(url('slow/lib/a', b.digest), { method: 'HEAD' });
+      expect(r.status).toBe(504);
+      const g = await fetch(url('slow/lib/a', `sha256:${'0'.repeat(64)}`));
+      expect(g.status).toBe(404);
+    } finally {
+      faults.delete(`HEAD ${b.digest}`);
+    }
   });
 
   it('a blob a manifest describes streams to the client before the upstream body ends, even without Content-Length', async () => {
