@@ -75,6 +75,8 @@ describe('pull-ahead in process', () => {
     tmp = await tmpDir('derrick-pt-ahead');
     const routes = registryRoutes(repos);
     fake = await startFake(async (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const manifest = /\/manifests\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '')?.[1];
+      if (manifest && req.method === 'GET') await holds.get(manifest);
       const digest = /\/blobs\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '')?.[1];
       if (!digest || req.method !== 'GET') return routes(req, res);
       inFlight++;
@@ -115,8 +117,8 @@ describe('pull-ahead in process', () => {
     }
     await until('every blob stored', async () => (await Promise.all(img.blobs.map((d) => fs.stat(l.storeBlob(d)).then(() => true, () => false)))).every(Boolean));
     expect(maxInFlight).toBe(2);
-    // Config and first layer in either order, then the rest in manifest order; each once.
-    expect(blobGets().filter((d) => img.blobs.includes(d)).slice(2)).toEqual(img.blobs.slice(2));
+    // Config and first layer first (in either order; the strict order is pinned with one slot below); each once.
+    expect(new Set(blobGets().filter((d) => img.blobs.includes(d)).slice(2))).toEqual(new Set(img.blobs.slice(2)));
     for (const d of img.blobs) expect(getsOf(d), d).toBe(1);
     expect(blobGets().filter((d) => !Object.keys(repos['lib/a']!.blobs).includes(d))).toEqual([]);
     await server.pullThrough!.committer.idle();
@@ -147,6 +149,27 @@ describe('pull-ahead in process', () => {
     for (const d of img.blobs) expect(getsOf(d), d).toBe(1);
   });
 
+  it('clients asking at once for an uncached tag share one upstream manifest fetch, counted as joins', async () => {
+    const img = addImage('lib/j', 'v1', [500]);
+    const digest = repos['lib/j']!.tags.v1!;
+    let release!: () => void;
+    holds.set(digest, new Promise<void>((r) => (release = r)));
+    const text = async () => (await fetch(`${server.url}/metrics`)).text();
+    const joins = async () => Number(/^derrick_cache_singleflight_joins_total (\S+)$/m.exec(await text())?.[1] ?? 0);
+    const before = await joins();
+    try {
+      const gets = [1, 2, 3].map(() => manifest('off/lib/j', 'v1'));
+      await until('two joined', async () => (await joins()) - before === 2, 5000);
+      release();
+      expect(await Promise.all(gets)).toEqual([200, 200, 200]);
+    } finally {
+      release();
+    }
+    const calls = fake.requests.filter((r) => r.url.startsWith('/v2/lib/j/manifests/')).map((r) => `${r.method} ${r.url}`);
+    expect(calls).toEqual([`HEAD /v2/lib/j/manifests/v1`, `GET /v2/lib/j/manifests/${digest}`]);
+    expect(img.blobs.map(getsOf)).toEqual(img.blobs.map(() => 0));
+  });
+
   it('no pull-ahead for a HEAD, an index, or a route with pull-ahead off', async () => {
     const img = addImage('lib/c', 'v1', [1000]);
     const offImg = addImage('lib/d', 'v1', [1000]);
@@ -169,6 +192,8 @@ describe('pull-ahead in process', () => {
     expect(await manifest('one/lib/e', 'v1')).toBe(200);
     await until('the later layer stored', async () => fs.stat(l.storeBlob(img.layers[1]!)).then(() => true, () => false));
     expect(getsOf(img.layers[0]!)).toBe(1);
+    // One slot (concurrency 2): one fill after the other, in manifest order.
+    expect(blobGets().filter((d) => img.blobs.includes(d))).toEqual(img.blobs);
     failures.delete(img.layers[0]!);
     const r = await fetch(`${server.url}/v2/one/lib/e/blobs/${img.layers[0]}`);
     expect(r.status).toBe(200);
