@@ -41,7 +41,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
 
 /** The body, or 'broken' when the connection was cut before it was complete. */
 const bodyOf = (r: Response) => r.arrayBuffer().then((b) => Buffer.from(b), () => 'broken' as const);
-const codes = async (r: Response) => ((await r.json()) as { errors: Array<{ code: string; message: string }> }).errors;
+const codes = async (r: Response) => ((await r.json()) as { errors: Array<{ code: string; message: string; detail: unknown }> }).errors;
 
 describe.skipIf(!hasTools)('pull-through blobs in process', () => {
   let tmp: TmpDir;
@@ -194,6 +194,18 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     expect(a.status).toBe(200);
     expect(sha256Digest((await bodyOf(a)) as Buffer)).toBe(b.digest);
     expect(fakeRequests(b.digest)).toEqual([`HEAD /v2/lib/a/blobs/${b.digest}`, `GET /v2/lib/c/blobs/${b.digest}`]);
+
+    // An upstream HEAD without a length, for a blob no manifest describes: no length to give either.
+    const n = addBlob(700, 'lib/a');
+    faults.set(`HEAD ${n.digest}`, (_req, res) => void res.writeHead(200, { 'Docker-Content-Digest': n.digest }).end());
+    try {
+      const h = await fetch(url('fake/lib/a', n.digest), { method: 'HEAD' });
+      expect(h.status).toBe(200);
+      expect(h.headers.get('docker-content-digest')).toBe(n.digest);
+      expect(h.headers.get('content-length')).not.toBe('undefined');
+    } finally {
+      faults.delete(`HEAD ${n.digest}`);
+    }
   });
 
   it('an upstream failure: the client gets an error, nothing enters the store, nothing stays locked, and the next GET fetches again', async () => {
@@ -276,6 +288,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     const errs = await codes(r2);
     expect(errs.map((e) => e.code)).toEqual(['BLOB_UNKNOWN']);
     expect(errs[0]!.message).toMatch(/foreign layer/);
+    expect(errs[0]!.detail).toEqual({ name: 'fake/lib/f', digest: foreign.digest });
     expect(fakeRequests(foreign.digest)).toEqual([]);
   });
 
