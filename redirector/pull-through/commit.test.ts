@@ -125,6 +125,9 @@ describe('pull-through commit in process', () => {
     expect(state.source).toBe('pull-through:lib/k');
     expect(state.tags).toEqual({ v1: v1.digest });
     expect(server.pullThrough!.committer.usage()).toEqual({ images: 1, bytes: v1.manifestSize + v1.config.size + v1.layers[0]!.size });
+    expect(await fs.stat(l.cacheProof('c/lib/k')).then(() => 'saved', () => 'missing')).toBe('saved');
+    // Every blob was fetched for this repo: the commit needs no confirmation from the upstream.
+    expect(fake.requests.filter((r) => r.method === 'HEAD' && r.url.startsWith('/v2/lib/k/blobs/'))).toEqual([]);
 
     await sleep(20); // master names carry the time
     await pull(server, 'c/lib/k', 'v2', v2, l);
@@ -156,27 +159,43 @@ describe('pull-through commit in process', () => {
     const p = addImage('lib/p', 'v1', [shared, 8000]);
     const q = addImage('lib/q', 'v1', [shared, 8000]);
     const r = addImage('lib/r', 'v1', [8000]);
-    const { server, l } = await serve(['cache:', '  max-size: 25000']);
+    const t = addImage('lib/t', 'v1', [1000]);
+    // An image that never completes (its layer is missing upstream): a cached repo with nothing committed.
+    const u = addImage('lib/u', 'v1', [1000]);
+    delete repos['lib/u']!.blobs[u.layers[0]!.digest];
+    const sizeOf = (i: Img) => i.manifestSize + i.config.size + i.layers.reduce((s, x) => s + x.size, 0);
+    // Exactly p and q (their shared layer counted once): at the limit is not above it.
+    const max = sizeOf(p) + sizeOf(q) - shared.length;
+    const { server, l } = await serve(['cache:', `  max-size: ${max}`]);
     await pull(server, 'c/lib/p', 'v1', p, l);
     await sleep(5);
     await pull(server, 'c/lib/q', 'v1', q, l);
+    expect(server.pullThrough!.committer.usage()).toEqual({ images: 2, bytes: max });
+    expect(await metric(server, 'derrick_cache_evictions_total')).toBe(0);
     await sleep(5);
     // p is pulled again: q is now the least recently pulled.
     expect((await fetch(`${server.url}/v2/c/lib/p/manifests/v1`, { headers: { Accept: ACCEPT } })).status).toBe(200);
+    expect((await fetch(`${server.url}/v2/c/lib/u/manifests/v1`, { headers: { Accept: ACCEPT } })).status).toBe(200);
     await sleep(5);
-    const evictions = await metric(server, 'derrick_cache_evictions_total');
     await pull(server, 'c/lib/r', 'v1', r, l);
 
-    expect(await metric(server, 'derrick_cache_evictions_total')).toBe(evictions + 1);
-    for (const f of [l.app('c/lib/q'), l.web('c/lib/q'), l.repoState('c/lib/q')]) expect(await fs.lstat(f).catch(() => 'gone'), f).toBe('gone');
+    expect(await metric(server, 'derrick_cache_evictions_total')).toBe(1);
+    for (const f of [l.app('c/lib/q'), l.web('c/lib/q'), l.repoState('c/lib/q'), l.cacheProof('c/lib/q')]) expect(await fs.lstat(f).catch(() => 'gone'), f).toBe('gone');
     expect((await published(l, 'c/lib/p'))?.tags).toEqual({ v1: p.digest });
     expect((await published(l, 'c/lib/r'))?.tags).toEqual({ v1: r.digest });
     expect(await inStore(l, q.layers[1]!.digest)).toBe(false);
     expect(await inStore(l, q.config.digest)).toBe(false);
-    expect(await inStore(l, shared.length ? sha256Digest(shared) : '')).toBe(true);
+    expect(await inStore(l, sha256Digest(shared))).toBe(true);
     expect(await inStore(l, p.layers[1]!.digest)).toBe(true);
-    const sizeOf = (i: Img) => i.manifestSize + i.config.size + i.layers.reduce((s, x) => s + x.size, 0);
     expect(server.pullThrough!.committer.usage()).toEqual({ images: 2, bytes: sizeOf(p) + sizeOf(r) });
+
+    // A served redirect file names blobs too: with a copy of p's in app/, evicting p keeps them.
+    await fs.writeFile(path.join(l.appDir, 'keeper.json'), await fs.readFile(l.app('c/lib/p')));
+    await sleep(5);
+    await pull(server, 'c/lib/t', 'v1', t, l);
+    expect(await metric(server, 'derrick_cache_evictions_total')).toBe(2);
+    expect(await fs.lstat(l.app('c/lib/p')).catch(() => 'gone')).toBe('gone');
+    for (const d of p.blobs) expect(await inStore(l, d), d).toBe(true);
 
     // Evicted means fetched again: the manifest too, not served from memory.
     const manifestGets = () => fake.requests.filter((x) => x.method === 'GET' && x.url === `/v2/lib/q/manifests/${q.digest}`).length;
@@ -237,6 +256,10 @@ describe('pull-through commit in process', () => {
     await close(first.server);
     const second = await serve([], 'restart-root');
     expect(second.server.pullThrough!.committer.usage()).toEqual(usage);
+    // Its proofs were saved with the commit: nothing to confirm again at the upstream.
+    await sleep(300);
+    await second.server.pullThrough!.committer.idle();
+    expect(fake.requests.filter((r) => r.method === 'HEAD' && r.url.startsWith('/v2/lib/s/blobs/'))).toEqual([]);
     await close(second.server);
   });
 });
