@@ -80,7 +80,7 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     img = await generateImage({ layoutDir: gen, tag: 'v1', layers: [300_000] });
     await pushImage(reg.url, 'lib/app', gen, img, 'v1');
 
-    for (const r of ['lib/a', 'lib/b', 'lib/c']) repos[r] = repoOf({});
+    for (const r of ['lib/a', 'lib/b', 'lib/c', 'lib/pub']) repos[r] = repoOf({});
     repos['lib/f'] = repoOf({ v1: fakeImage('f') });
     const routes = registryRoutes(repos);
     fake = await startFake((req, res) => {
@@ -94,6 +94,10 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     const yaml = [
       'root: ./var',
       'grace: 10m',
+      // A repo `derrick publish` owns, under a route's prefix: never the cache's.
+      'repos:',
+      '  - name: fake/lib/pub',
+      '    from: docker://127.0.0.1:1/lib/pub',
       'upstreams:',
       '  - prefix: hub',
       `    url: ${JSON.stringify(proxy.url)}`,
@@ -251,12 +255,17 @@ describe.skipIf(!hasTools)('pull-through blobs in process', () => {
     expect(await fs.stat(l.app('fake/lib/a')).catch(() => 'absent')).toBe('absent');
   });
 
-  it('never sent upstream: a digest that is not sha256, a blob a Never route lacks, a foreign layer', async () => {
+  it('never sent upstream: a digest that is not sha256, a published repo\'s name, a blob a Never route lacks, a foreign layer', async () => {
     const sha512 = `sha512:${'ab'.repeat(64)}`;
     const r1 = await fetch(url('fake/lib/a', sha512));
     expect(r1.status).toBe(404);
     expect((await codes(r1)).map((e) => e.code)).toEqual(['BLOB_UNKNOWN']);
     expect(fakeRequests(sha512)).toEqual([]);
+
+    const pub = addBlob(3000, 'lib/pub');
+    // Not published yet, so its protection is unknown: the access decision fails closed.
+    expect((await fetch(url('fake/lib/pub', pub.digest))).status).toBe(401);
+    expect(fakeRequests(pub.digest)).toEqual([]);
 
     const b = addBlob(3000, 'lib/a');
     for (const method of ['GET', 'HEAD']) {

@@ -81,7 +81,7 @@ describe('pull-through commit in process', () => {
     expect(m.status, `${name}:${ref}`).toBe(200);
     await m.arrayBuffer();
     for (const d of img.blobs) {
-      const b = await fetch(`${s.url}/v2/${name}/blobs/${d}`);
+      const b = await fetch(`${s.url}/v2/${name}/blobs/${d}`, { redirect: 'manual' });
       expect(b.status, d).toBeLessThan(400);
       await b.arrayBuffer();
     }
@@ -114,9 +114,12 @@ describe('pull-through commit in process', () => {
   it('a pulled image is published: web and app on one master, repo state; old masters go by keep and grace', async () => {
     const v1 = addImage('lib/k', 'v1', [3000]);
     const v2 = addImage('lib/k', 'v2', [3000]);
-    const { server, l } = await serve(['keep: 0', 'grace: 0s']);
+    const { server, l } = await serve(['keep: 0', 'grace: 0s', 'serve:', '  blobs: http://cdn.example.invalid/base/']);
     await pull(server, 'c/lib/k', 'v1', v1, l);
     const p1 = await published(l, 'c/lib/k');
+    // The publish names where its files are served: serve.blobs.
+    const file = JSON.parse(await fs.readFile(l.app('c/lib/k'), 'utf8')) as { url: string };
+    expect(file.url).toBe(`http://cdn.example.invalid/base/${l.masterUrlPath('c/lib/k', path.basename(path.dirname(await fs.readlink(l.app('c/lib/k')))))}`);
     expect(p1?.tags).toEqual({ v1: v1.digest });
     expect(Object.keys(p1!.blobs).sort()).toEqual([...v1.blobs].sort());
     const master1 = path.basename(await fs.readlink(l.web('c/lib/k')));
