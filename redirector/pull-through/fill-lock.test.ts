@@ -94,6 +94,16 @@ describe('fill lock', () => {
     await fs.rm(file);
   });
 
+  it('a store check that throws releases the lock it was taken under', async () => {
+    const err = await createFillLocks(l)
+      .claim(digest('9'), async () => {
+        throw new Error('unsupported digest');
+      }, 1000)
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toBe('unsupported digest');
+    expect(await fs.readdir(l.locksDir)).toEqual([]);
+  });
+
   it('a locks dir that cannot be written is an error at once, not a wait', async () => {
     const bad = await tmpDir('derrick-fill-lock-bad');
     try {
