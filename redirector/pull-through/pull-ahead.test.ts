@@ -206,6 +206,27 @@ describe('pull-ahead in process', () => {
     for (const d of [img.config, img.layers[1]!]) expect(getsOf(d), d).toBe(1);
   });
 
+  it('layers that cannot be filled (a sha512 digest, an impossible size) are skipped and leave no fill lock behind', async () => {
+    const img = addImage('lib/w', 'v1', [700]);
+    const r = repos['lib/w']!;
+    const doc = JSON.parse(r.manifests[r.tags.v1!]!.bytes.toString()) as { layers: Array<Record<string, unknown>> };
+    const sha512 = `sha512:${'ab'.repeat(64)}`;
+    doc.layers.unshift({ mediaType: MediaType.ociLayerGzip, digest: sha512, size: 10 }, { mediaType: MediaType.ociLayerGzip, digest: img.layers[0], size: -1 });
+    const bytes = Buffer.from(JSON.stringify(doc));
+    r.manifests[sha256Digest(bytes)] = { bytes, mediaType: MediaType.ociManifest };
+    r.tags.odd = sha256Digest(bytes);
+    expect(await manifest('one/lib/w', 'odd')).toBe(200);
+    // The config, after the two odd layers, is filled: the queue went past them.
+    await until('the config stored', async () => fs.stat(l.storeBlob(img.config)).then(() => true, () => false));
+    await sleep(100);
+    expect(fake.requests.filter((x) => x.url.includes(sha512))).toEqual([]);
+    expect((await fs.readdir(l.locksDir)).filter((f) => f.startsWith('fill-'))).toEqual([]);
+    // The client asking for the layer with the impossible size gets an error, and no lock stays either.
+    const b = await fetch(`${server.url}/v2/one/lib/w/blobs/${img.layers[0]}`);
+    expect(b.status).toBe(502);
+    expect((await fs.readdir(l.locksDir)).filter((f) => f.startsWith('fill-'))).toEqual([]);
+  });
+
   it('a running fill another repo started does not hold a pull-ahead slot', async () => {
     const shared = randomBytes(30_000);
     const s = sha256Digest(shared);
