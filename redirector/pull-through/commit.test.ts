@@ -129,6 +129,10 @@ describe('pull-through commit in process', () => {
     expect(state.tags).toEqual({ v1: v1.digest });
     expect(server.pullThrough!.committer.usage()).toEqual({ images: 1, bytes: v1.manifestSize + v1.config.size + v1.layers[0]!.size });
     expect(await fs.stat(l.cacheProof('c/lib/k')).then(() => 'saved', () => 'missing')).toBe('saved');
+    // Committed and proven: the next GET of a blob is a static redirect to where serve.blobs serves it.
+    const hit = await fetch(`${server.url}/v2/c/lib/k/blobs/${v1.layers[0]!.digest}`, { redirect: 'manual' });
+    expect(hit.status).toBe(307);
+    expect(hit.headers.get('location')).toMatch(/^http:\/\/cdn\.example\.invalid\/base\//);
     // Every blob was fetched for this repo: the commit needs no confirmation from the upstream.
     expect(fake.requests.filter((r) => r.method === 'HEAD' && r.url.startsWith('/v2/lib/k/blobs/'))).toEqual([]);
 
@@ -200,12 +204,19 @@ describe('pull-through commit in process', () => {
     expect(await fs.lstat(l.app('c/lib/p')).catch(() => 'gone')).toBe('gone');
     for (const d of p.blobs) expect(await inStore(l, d), d).toBe(true);
 
-    // Evicted means fetched again: the manifest too, not served from memory.
+    // A repo state names blobs too (a commit between its state and its swap): with a copy of r's,
+    // evicting r keeps them. And evicted means fetched again: q's manifest too, not served from memory.
+    await fs.writeFile(path.join(l.repoStateDir, 'keeper-r.json'), await fs.readFile(l.repoState('c/lib/r')));
+    await fs.writeFile(path.join(l.repoStateDir, 'notes.txt'), 'not a repo state');
     const manifestGets = () => fake.requests.filter((x) => x.method === 'GET' && x.url === `/v2/lib/q/manifests/${q.digest}`).length;
     const before = manifestGets();
-    const again = await fetch(`${server.url}/v2/c/lib/q/manifests/v1`, { headers: { Accept: ACCEPT } });
-    expect(again.status).toBe(200);
+    await sleep(5);
+    await pull(server, 'c/lib/q', 'v1', q, l);
     expect(manifestGets()).toBe(before + 1);
+    expect(await metric(server, 'derrick_cache_evictions_total')).toBe(3);
+    expect(await fs.lstat(l.app('c/lib/r')).catch(() => 'gone')).toBe('gone');
+    for (const d of r.blobs) expect(await inStore(l, d), d).toBe(true);
+    expect((await published(l, 'c/lib/q'))?.tags).toEqual({ v1: q.digest });
     await close(server);
   });
 
@@ -227,6 +238,9 @@ describe('pull-through commit in process', () => {
     await pull(server, 'c/lib/i', one.digest, one, l);
     const first = await published(l, 'c/lib/i');
     expect(first?.tags).toEqual({ multi: sha256Digest(index) });
+    // serve.blobs embedded: the publish names its files by their path on this server.
+    const url = (JSON.parse(await fs.readFile(l.app('c/lib/i'), 'utf8')) as { url: string }).url;
+    expect(url).toBe(l.masterUrlPath('c/lib/i', path.basename(path.dirname(await fs.readlink(l.app('c/lib/i'))))));
     expect(Object.keys(first!.manifests).sort()).toEqual([sha256Digest(index), one.digest].sort());
     await get('multi');
     await pull(server, 'c/lib/i', two.digest, two, l);
