@@ -206,8 +206,15 @@ describe('pull-through commit in process', () => {
 
     // A repo state names blobs too (a commit between its state and its swap): with a copy of r's,
     // evicting r keeps them. And evicted means fetched again: q's manifest too, not served from memory.
-    await fs.writeFile(path.join(l.repoStateDir, 'keeper-r.json'), await fs.readFile(l.repoState('c/lib/r')));
+    // The copy names r's layer only; r's config and manifest go. Beside it: files that name
+    // nothing (not JSON, JSON that is no repo state) and, in app/, a dot file (a swap's temp),
+    // which protects nothing either.
+    const rState = JSON.parse(await fs.readFile(l.repoState('c/lib/r'), 'utf8')) as { manifests: object; blobs: Record<string, number>; manifestBlobs: object };
+    const kept = { ...rState, manifests: {}, manifestBlobs: {}, blobs: { [r.layers[0]!.digest]: r.layers[0]!.size } };
+    await fs.writeFile(path.join(l.repoStateDir, 'keeper-r.json'), JSON.stringify(kept));
     await fs.writeFile(path.join(l.repoStateDir, 'notes.txt'), 'not a repo state');
+    await fs.writeFile(path.join(l.repoStateDir, 'other.json'), '{}');
+    await fs.writeFile(path.join(l.appDir, '.pending.json'), await fs.readFile(l.app('c/lib/r')));
     const manifestGets = () => fake.requests.filter((x) => x.method === 'GET' && x.url === `/v2/lib/q/manifests/${q.digest}`).length;
     const before = manifestGets();
     await sleep(5);
@@ -215,7 +222,8 @@ describe('pull-through commit in process', () => {
     expect(manifestGets()).toBe(before + 1);
     expect(await metric(server, 'derrick_cache_evictions_total')).toBe(3);
     expect(await fs.lstat(l.app('c/lib/r')).catch(() => 'gone')).toBe('gone');
-    for (const d of r.blobs) expect(await inStore(l, d), d).toBe(true);
+    expect(await inStore(l, r.layers[0]!.digest)).toBe(true);
+    for (const d of [r.config.digest, r.digest]) expect(await inStore(l, d), d).toBe(false);
     expect((await published(l, 'c/lib/q'))?.tags).toEqual({ v1: q.digest });
     await close(server);
   });
