@@ -48,8 +48,17 @@ export function createFillLocks(l: Layout): FillLocks {
         let holder: number | undefined;
         try {
           const lock = await acquireLock(f, `the fill of ${digest}`, 0);
+          let stored: boolean;
+          try {
+            stored = await inStore();
+          } catch (err) {
+            // A store check that fails (a digest the store refuses, a disk error) must not leave
+            // the lock held: nobody would release it before this process exits.
+            await lock.release();
+            throw err;
+          }
           // Stored between the caller's check and the lock: nothing to fetch.
-          if (!(await inStore())) return lock;
+          if (!stored) return lock;
           await lock.release();
           return undefined;
         } catch (err) {
