@@ -61,4 +61,25 @@ describe('cache access log', () => {
     expect(await createAccessLog(file, repos, log).restore(repos)).toBe(0);
     expect(repos.get('hub/a')!.access.size).toBe(0);
   });
+
+  it('writes only when something was pulled, only the repos that were, and a failed write is logged, not thrown', async () => {
+    const repos = new Map([
+      ['hub/a', repoWith('hub/a', ['v1'])],
+      ['hub/b', repoWith('hub/b', ['v1'])],
+    ]);
+    const a = createAccessLog(file, repos, log, 60_000);
+    await a.flush();
+    await expect(fs.access(file)).rejects.toThrow();
+    a.touch(repos.get('hub/a')!, 'v1');
+    await a.flush();
+    expect(JSON.parse(await fs.readFile(file, 'utf8'))).toEqual({ version: 1, repos: { 'hub/a': { v1: repos.get('hub/a')!.access.get('v1') } } });
+    // Nothing new since: the next flush writes nothing.
+    await fs.rm(file);
+    await a.flush();
+    await expect(fs.access(file)).rejects.toThrow();
+
+    const lost = createAccessLog(path.join(dir, 'no such dir', 'cache-access.json'), repos, log, 60_000);
+    lost.touch(repos.get('hub/b')!, 'v1');
+    await expect(lost.flush()).resolves.toBeUndefined();
+  });
 });
