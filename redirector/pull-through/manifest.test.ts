@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { generateImage, type GeneratedImage } from '../../scripts/gen-image.js';
 import { pushImage } from '../../scripts/soak/upstream.js';
 import { parseConfig, type Config } from '../../shared/config.js';
+import { layout, repoKey } from '../../shared/layout.js';
 import { createLogger } from '../../shared/log.js';
 import { MediaType, digestHex, sha256Digest } from '../../shared/oci.js';
 import { pushSbom, pushSignature, SBOM_TYPE } from '../../test/helpers/cosign-sign.js';
@@ -21,7 +22,10 @@ import { STALE_WARNING } from './context.js';
 
 const hasTools = requireTool('docker-registry', 'the in-process pull-through manifest tests are skipped');
 const ACCEPT_ALL = [MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList].join(', ');
-const log = createLogger({ level: 'silent' });
+/** What serve logged (JSON lines at info and above): operators read these. */
+const logged: Array<Record<string, unknown>> = [];
+const log = createLogger({ level: 'info', stream: { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) } });
+const warned = (msg: string) => logged.filter((l) => l.msg === msg && l.level === 40);
 
 interface Got {
   status: number;
@@ -76,6 +80,7 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
       route('strict', 'policy: Always, stale-on-error: false, timeout: 1s'),
       route('lazy', 'tag-ttl: 1m, stale-on-error: false'),
       route('noref', 'referrers: false'),
+      `  - { prefix: ahead, url: ${JSON.stringify(up.proxy.url)} }`,
       '',
     ].join('\n');
     await fs.writeFile(up.cfgFile, yaml);
@@ -408,5 +413,131 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect((await get(base(), '/v2/always/noref/app/manifests/v1')).status).toBe(200);
     const fromApi = json<{ manifests: Array<{ digest: string }> }>(await get(base(), `/v2/always/noref/app/referrers/${a.digest}`)).manifests;
     expect(fromApi.map((d) => d.digest)).toEqual([sha256Digest('api-only')]);
+  });
+
+  it('another worker fetched the manifest for this repo: read from the store after one HEAD here, and an upstream naming another digest is UNAVAILABLE', async () => {
+    await seed('w1/app');
+    await seed('w2/app');
+    await seed('w3/app');
+    // The store has a's manifest (fetched for w1/app); w2's fetch is held by "another worker".
+    expect((await get(base(), `/v2/hub/w1/app/manifests/${a.digest}`)).status).toBe(200);
+    const locks = layout(path.join(up.tmp.dir, 'var')).locksDir;
+    const hold = async (name: string) => {
+      const f = path.join(locks, `fill-${repoKey(name)}@${digestHex(a.digest)}.lock`);
+      await fs.writeFile(f, `${up.reg.pid}\n`);
+      setTimeout(() => void fs.rm(f, { force: true }), 150);
+    };
+    await hold('hub/w2/app');
+    const r = await get(base(), `/v2/hub/w2/app/manifests/${a.digest}`);
+    expect(r.status).toBe(200);
+    expect(sha256Digest(r.body)).toBe(a.digest);
+    expect(r.headers.get('content-type')).toBe(a.mediaType);
+    expect([ups('HEAD', 'w2/app'), ups('GET', 'w2/app')]).toEqual([1, 0]);
+
+    await hold('hub/w3/app');
+    up.proxy.addRule({ method: 'HEAD', path: /^\/v2\/w3\/app\/manifests\//, action: { kind: 'status', status: 200, headers: { 'Docker-Content-Digest': b.digest } } });
+    const wrong = await get(base(), `/v2/hub/w3/app/manifests/${a.digest}`);
+    expect(wrong.status).toBe(502);
+    expect(codes(wrong)).toEqual(['UNAVAILABLE']);
+    expect(ups('GET', 'w3/app')).toBe(0);
+  });
+
+  it('an upstream HEAD without Docker-Content-Digest: the tag is resolved by one GET of the tag', async () => {
+    await seed('nohead/app');
+    up.proxy.addRule({ method: 'HEAD', path: /^\/v2\/nohead\/app\/manifests\/v1$/, action: { kind: 'status', status: 200 } });
+    const r = await get(base(), '/v2/hub/nohead/app/manifests/v1');
+    expect(r.status).toBe(200);
+    expect(r.headers.get('docker-content-digest')).toBe(a.digest);
+    expect(sha256Digest(r.body)).toBe(a.digest);
+    expect([ups('GET', 'nohead/app'), up.proxy.count('GET', /^\/v2\/nohead\/app\/manifests\/v1$/)]).toEqual([1, 1]);
+    // Cached from that GET: by digest it costs nothing more.
+    expect((await get(base(), `/v2/hub/nohead/app/manifests/${a.digest}`)).status).toBe(200);
+    expect(ups('GET', 'nohead/app')).toBe(1);
+  });
+
+  it("Accept: */* takes the index; an image is served to a client that accepts only indexes (there is nothing to choose)", async () => {
+    await seed('acc/app', idx);
+    await seed('acc/img');
+    expect((await get(base(), '/v2/hub/acc/app/manifests/v1', { accept: '*/*' })).headers.get('docker-content-digest')).toBe(idx.digest);
+    const image = await get(base(), '/v2/hub/acc/img/manifests/v1', { accept: MediaType.ociIndex });
+    expect(image.status).toBe(200);
+    expect(image.headers.get('docker-content-digest')).toBe(a.digest);
+  });
+
+  it('pull-ahead starts on a GET of an unpublished image, never on a HEAD', async () => {
+    await seed('pa/app');
+    const blobGets = () => up.proxy.count('GET', /^\/v2\/pa\/app\/blobs\//);
+    expect((await get(base(), '/v2/ahead/pa/app/manifests/v1', { method: 'HEAD' })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(blobGets()).toBe(0);
+    expect((await get(base(), '/v2/ahead/pa/app/manifests/v1')).status).toBe(200);
+    await expect.poll(blobGets, { timeout: 10_000 }).toBe(a.blobs.length);
+  });
+
+  it('a pull by tag, and one by the digest a tag names, record when the tag was last pulled', async () => {
+    await seed('at/app');
+    const file = layout(path.join(up.tmp.dir, 'var')).cacheAccessFile;
+    const times = async () => {
+      await server.pullThrough!.accessLog.flush();
+      return (JSON.parse(await fs.readFile(file, 'utf8')) as { repos: Record<string, Record<string, number>> }).repos['hub/at/app'];
+    };
+    expect((await get(base(), '/v2/hub/at/app/manifests/v1')).status).toBe(200);
+    expect(await times()).toEqual({ v1: now });
+    advance(10_000);
+    expect((await get(base(), '/v2/hub/at/app/manifests/v1')).status).toBe(200);
+    expect(await times()).toEqual({ v1: now });
+    advance(10_000);
+    expect((await get(base(), `/v2/hub/at/app/manifests/${a.digest}`)).status).toBe(200);
+    expect(await times()).toEqual({ v1: now });
+    // A digest no tag names records nothing new.
+    const before = now;
+    advance(10_000);
+    expect((await get(base(), `/v2/hub/at/app/manifests/${idx.manifests[0]!.digest}`)).status).toBe(404);
+    expect(await times()).toEqual({ v1: before });
+  });
+
+  it("tags/list sorts the upstream's list; an upstream that fails is logged with the repo", async () => {
+    up.proxy.addRule({ method: 'GET', path: /^\/v2\/unsorted\/app\/tags\/list/, action: { kind: 'status', status: 200, body: JSON.stringify({ name: 'unsorted/app', tags: ['v2', 'a', 'v10'] }) }, times: 1 });
+    expect(json(await get(base(), '/v2/hub/unsorted/app/tags/list'))).toEqual({ name: 'hub/unsorted/app', tags: ['a', 'v10', 'v2'] });
+    await seed('unsorted/app');
+    expect((await get(base(), '/v2/always/unsorted/app/manifests/v1')).status).toBe(200);
+    up.proxy.addRule({ method: 'GET', path: /^\/v2\/unsorted\/app\/tags\/list/, action: { kind: 'status', status: 503 }, times: 1 });
+    expect((await get(base(), '/v2/always/unsorted/app/tags/list')).headers.get('warning')).toBe(STALE_WARNING);
+    const w = warned('upstream failed; listing the cached tags').filter((l) => l.repo === 'always/unsorted/app');
+    expect(w).toHaveLength(1);
+    expect(String(w[0]!.err)).toMatch(/503/);
+  });
+
+  it('serving a tag stale is logged with the repo, the tag and the reason', async () => {
+    await seed('logs/app');
+    expect((await get(base(), '/v2/always/logs/app/manifests/v1')).status).toBe(200);
+    up.proxy.addRule({ method: 'HEAD', path: /^\/v2\/logs\/app\/manifests\/v1$/, action: { kind: 'status', status: 502 }, times: 1 });
+    expect((await get(base(), '/v2/always/logs/app/manifests/v1')).headers.get('warning')).toBe(STALE_WARNING);
+    const w = warned('upstream failed; serving the cached tag stale').filter((l) => l.repo === 'always/logs/app');
+    expect(w).toHaveLength(1);
+    expect(w[0]).toMatchObject({ tag: 'v1' });
+    expect(String(w[0]!.err)).toMatch(/502/);
+  });
+
+  it('referrers: each digest has its own kept answer; a failing upstream is logged and the cached ones listed', async () => {
+    await seed('kept/app');
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const sig = await pushSignature(up.reg.url, 'kept/app', `${up.reg.host}/kept/app`, a.digest, privateKey);
+    expect((await get(base(), '/v2/hub/kept/app/manifests/v1')).status).toBe(200);
+    expect((await get(base(), `/v2/hub/kept/app/manifests/${sig.digest}`)).status).toBe(200);
+    await get(base(), `/v2/hub/kept/app/referrers/${a.digest}`);
+    await get(base(), `/v2/hub/kept/app/referrers/${sig.digest}`);
+    const asked = anyUps('kept/app');
+    expect(json(await get(base(), `/v2/hub/kept/app/referrers/${a.digest}`)).manifests.map((d: { digest: string }) => d.digest)).toEqual([sig.digest]);
+    expect(json(await get(base(), `/v2/hub/kept/app/referrers/${sig.digest}`)).manifests).toEqual([]);
+    expect(anyUps('kept/app')).toBe(asked);
+
+    advance(61_000);
+    up.proxy.addRule({ path: /^\/v2\/kept\/app\/referrers\//, action: { kind: 'status', status: 500 }, times: 1 });
+    expect(json(await get(base(), `/v2/hub/kept/app/referrers/${a.digest}`)).manifests).toEqual([]);
+    const w = warned('asking the upstream for referrers failed; listing the cached ones').filter((l) => l.repo === 'hub/kept/app');
+    expect(w).toHaveLength(1);
+    expect(w[0]).toMatchObject({ digest: a.digest });
+    expect(String(w[0]!.err)).toMatch(/500/);
   });
 });
