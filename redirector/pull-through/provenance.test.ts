@@ -184,3 +184,27 @@ describe.skipIf(!hasRegistry)('settling a doubt at the upstream (a real docker-r
     await expect(fs.access(l.cacheProof('hub/x'))).rejects.toThrow();
   });
 });
+
+describe.skipIf(!hasRegistry)('a proof record that cannot be read', () => {
+  it('is no proof: the digest is confirmed at the upstream instead', async () => {
+    const up = await startProxiedUpstream('derrick-proofs-eisdir');
+    try {
+      const img = await generateImage({ layoutDir: up.gen, tag: 'v1', seed: 'eisdir', layers: [50] });
+      await pushImage(up.reg.url, 'lib/q', up.gen, img, 'v1');
+      const file = path.join(up.tmp.dir, 'derrick.yaml');
+      await fs.writeFile(file, `root: ./var\nupstreams:\n  - { prefix: hub, url: ${JSON.stringify(up.proxy.url)} }\n`);
+      const m = createRoutes(loadConfig(file).upstreams).match('hub/lib/q')!;
+      // A directory where the record should be: reading it fails with EISDIR, not ENOENT.
+      await fs.mkdir(l.cacheProof('hub/lib/q'), { recursive: true });
+      const proofs = createProofs({ layout: l, match: () => m, once: createSingleFlight(), timeoutMs: () => 10_000, log });
+      await expect(proofs.load('hub/lib/q', m)).rejects.toMatchObject({ code: 'EISDIR' });
+      const repo = newCacheRepo('hub/lib/q', 'lib/q');
+      const config = img.manifests[0]!.config;
+      await proofs.check(repo, m, config, { signal: AbortSignal.timeout(10_000) });
+      expect(repo.proven.has(config)).toBe(true);
+      expect(up.proxy.count('HEAD', new RegExp(`^/v2/lib/q/blobs/${config}$`))).toBe(1);
+    } finally {
+      await up.close();
+    }
+  });
+});

@@ -35,13 +35,15 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
   });
 
   /** A derrick root of its own for one test, with one route to the proxy. */
-  async function rootFor(name: string): Promise<{ config: Config; root: string }> {
+  async function rootFor(name: string): Promise<{ config: Config; root: string; redirecting: Config }> {
     const dir = path.join(up.tmp.dir, name);
     await fs.mkdir(dir, { recursive: true });
     const yaml = ['root: ./var', 'grace: 10m', 'upstreams:', `  - { prefix: hub, url: ${JSON.stringify(up.proxy.url)}, tag-ttl: 1m, pull-ahead: false }`, ''].join('\n');
     const file = path.join(dir, 'derrick.yaml');
     await fs.writeFile(file, yaml);
-    return { config: parseConfig(yaml, file), root: path.join(dir, 'var') };
+    // The same root, with `serve.manifests: redirect`: a published manifest is a redirect to its file.
+    const redirecting = parseConfig(yaml + 'serve:\n  manifests: redirect\n', file);
+    return { config: parseConfig(yaml, file), root: path.join(dir, 'var'), redirecting };
   }
   const serve = (config: Config, policy?: Policy) => startServer(config, { listen: '127.0.0.1:0', log, policy });
   const get = async (s: RunningServer, p: string, method = 'GET') => {
@@ -63,7 +65,7 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
 
   it('cached tags come back unconfirmed: --no-fetch serves them with no upstream request, and the next normal start rechecks each with one HEAD', async () => {
     await pushImage(up.reg.url, 'rs/app', path.join(up.gen, 'a'), a, 'v1');
-    const { config } = await rootFor('restart');
+    const { config, redirecting } = await rootFor('restart');
     const first = await serve(config);
     try {
       await pull(first, 'rs/app', a);
@@ -89,9 +91,31 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
       expect(other.status).toBe(404);
       expect(JSON.parse(other.body.toString()).errors[0].code).toBe('NAME_UNKNOWN');
       expect((await get(offline, `/v2/hub/rs/app/manifests/${sha256Digest('not cached')}`)).status).toBe(404);
+      // Referrers: what the cache holds, and under Never nothing is asked.
+      const refs = await get(offline, `/v2/hub/rs/app/referrers/${a.digest}`);
+      expect(refs.status).toBe(200);
+      expect(JSON.parse(refs.body.toString()).manifests).toEqual([]);
       expect(anyUps('rs/app')).toBe(asked);
     } finally {
       await offline.close();
+    }
+
+    // Published and redirecting: the tag is a redirect to the published file, with the digest.
+    const redirects = await serve(redirecting, 'Never');
+    try {
+      const r = await fetch(`${redirects.url}/v2/hub/rs/app/manifests/v1`, { headers: { Accept: ACCEPT }, redirect: 'manual' });
+      await r.arrayBuffer();
+      expect(r.status).toBe(307);
+      expect(r.headers.get('docker-content-digest')).toBe(a.digest);
+      const file = await fetch(new URL(r.headers.get('location')!, redirects.url));
+      expect(sha256Digest(Buffer.from(await file.arrayBuffer()))).toBe(a.digest);
+      // HEAD is answered from memory.
+      const head = await get(redirects, '/v2/hub/rs/app/manifests/v1', 'HEAD');
+      expect(head.status).toBe(200);
+      expect(head.headers.get('docker-content-digest')).toBe(a.digest);
+      expect(anyUps('rs/app')).toBe(asked);
+    } finally {
+      await redirects.close();
     }
 
     const again = await serve(config);
