@@ -82,4 +82,19 @@ describe('cache access log', () => {
     lost.touch(repos.get('hub/b')!, 'v1');
     await expect(lost.flush()).resolves.toBeUndefined();
   });
+
+  it('tells the operator, naming the file, when the times cannot be written or read', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    const lostFile = path.join(dir, 'no such dir', 'cache-access.json');
+    const lost = createAccessLog(lostFile, repos, logger, 60_000);
+    lost.touch(repos.get('hub/a')!, 'v1');
+    await lost.flush();
+    expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'could not record cache access times', file: lostFile, err: expect.stringContaining('ENOENT') })]);
+    await fs.writeFile(file, 'not json');
+    await createAccessLog(file, repos, logger).restore(repos);
+    expect(lines[1]).toMatchObject({ level: 40, msg: 'ignoring unreadable cache access times', file });
+    expect(String(lines[1]!.err)).not.toBe('');
+  });
 });

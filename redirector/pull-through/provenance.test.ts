@@ -208,3 +208,52 @@ describe.skipIf(!hasRegistry)('a proof record that cannot be read', () => {
     }
   });
 });
+
+describe('what the proofs tell the operator', () => {
+  const capture = () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+    return { lines, logger };
+  };
+
+  it('a record about another upstream, and an unreadable one, are logged with the file and why', async () => {
+    const { lines, logger } = capture();
+    const m = routeTo('http://up.example');
+    const proofs = createProofs({ layout: l, match: () => m, once: createSingleFlight(), timeoutMs: () => 1000, log: logger });
+    const { repo } = repoWithImage();
+    await proofs.save(repo);
+    await proofs.load('hub/x', routeTo('http://elsewhere.example', 'y'));
+    expect(lines.at(-1)).toMatchObject({ level: 40, msg: 'cache proofs are about another upstream; every blob will be confirmed again', repo: 'hub/x', file: l.cacheProof('hub/x'), was: 'http://up.example x' });
+    await fs.writeFile(l.cacheProof('hub/x'), '[]');
+    await proofs.load('hub/x', m);
+    expect(lines.at(-1)).toMatchObject({ level: 40, msg: 'unreadable cache proofs; every blob will be confirmed again', repo: 'hub/x', file: l.cacheProof('hub/x') });
+    expect(String(lines.at(-1)!.err)).not.toBe('');
+    expect(lines).toHaveLength(2);
+  });
+});
+
+describe.skipIf(!hasRegistry)('what the proofs tell the operator, with an upstream', () => {
+  it('a blob confirmed is logged at info; one that cannot be is a warning naming the repo, the digest and the error', async () => {
+    const up = await startProxiedUpstream('derrick-proofs-log');
+    try {
+      const img = await generateImage({ layoutDir: up.gen, tag: 'v1', seed: 'log', layers: [50] });
+      await pushImage(up.reg.url, 'lib/r', up.gen, img, 'v1');
+      const file = path.join(up.tmp.dir, 'derrick.yaml');
+      await fs.writeFile(file, `root: ./var\nupstreams:\n  - { prefix: hub, url: ${JSON.stringify(up.proxy.url)} }\n`);
+      const m = createRoutes(loadConfig(file).upstreams).match('hub/lib/r')!;
+      const lines: Array<Record<string, unknown>> = [];
+      const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+      const proofs = createProofs({ layout: l, match: () => m, once: createSingleFlight(), timeoutMs: () => 10_000, log: logger });
+      const repo = newCacheRepo('hub/lib/r', 'lib/r');
+      const config = img.manifests[0]!.config;
+      const missing = sha256Digest('log: not there');
+      await proofs.checkAll(repo, [config, missing]);
+      expect(lines.find((x) => x.msg === 'blob confirmed at the upstream')).toMatchObject({ level: 30, repo: 'hub/lib/r', digest: config });
+      const warn = lines.find((x) => x.level === 40)!;
+      expect(warn).toMatchObject({ msg: 'blob not confirmed at the upstream; its image stays unpublished', repo: 'hub/lib/r', digest: missing });
+      expect(String(warn.err)).toMatch(/blob unknown|404/);
+    } finally {
+      await up.close();
+    }
+  });
+});

@@ -18,7 +18,9 @@ import type { Policy } from './routes.js';
 
 const hasTools = requireTool('docker-registry', 'the in-process pull-through restore tests are skipped');
 const ACCEPT = [MediaType.ociManifest, MediaType.dockerManifest].join(', ');
-const log = createLogger({ level: 'silent' });
+/** What serve logged at warn and above (JSON lines): operators read these. */
+const warnings: Array<Record<string, unknown>> = [];
+const log = createLogger({ level: 'warn', stream: { write: (line: string) => void warnings.push(JSON.parse(line) as Record<string, unknown>) } });
 
 describe.skipIf(!hasTools)('pull-through state after a restart, in process', () => {
   let up: ProxiedUpstream;
@@ -51,6 +53,7 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
     return { status: r.status, headers: r.headers, body: Buffer.from(await r.arrayBuffer()) };
   };
   const anyUps = (repo: string) => up.proxy.requests.filter((r) => r.path.startsWith(`/v2/${repo}/`)).length;
+  const serveWith = (config: Config, logger = log) => startServer(config, { listen: '127.0.0.1:0', log: logger });
   /** Pulls `hub/<repo>:v1` like a client (manifest, then every blob) and waits for its commit. */
   async function pull(s: RunningServer, repo: string, img: GeneratedImage) {
     const m = await get(s, `/v2/hub/${repo}/manifests/v1`);
@@ -155,6 +158,8 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
       // p2's blobs are its own: recorded at start, without asking anyone.
       const p2 = JSON.parse(await fs.readFile(l.cacheProof('hub/p2/app'), 'utf8')) as { upstream: string; repository: string; digests: string[] };
       expect(p2).toEqual({ version: 1, upstream: up.proxy.url, repository: 'p2/app', digests: [b.digest, ...b.blobs].sort() });
+      const doubts = warnings.filter((x) => x.msg === 'cached blobs not proven for this repo; confirming them at the upstream');
+      expect(doubts.map((x) => [x.repo, x.blobs, x.recorded]).sort()).toEqual([['hub/p1/app', a.blobs.length, false], ['hub/p3/app', a.blobs.length, false]]);
       // p1 and p3 share a's blobs: each is confirmed at its own upstream, then recorded.
       await second.pullThrough!.committer.idle();
       for (const r of ['p1', 'p3']) {
@@ -177,6 +182,23 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
       expect(blobHeads('p1/app') + blobHeads('p3/app')).toBe(heads);
     } finally {
       await third.close();
+    }
+  });
+
+  it('a repo state it cannot read is skipped with a warning naming the file; blobs it must confirm are announced per repo', async () => {
+    const { config, root } = await rootFor('broken');
+    const l = layout(root);
+    await fs.mkdir(l.repoStateDir, { recursive: true });
+    await fs.writeFile(l.repoState('hub/broken/app'), '{"not": "a state"');
+    const s = await serveWith(config);
+    try {
+      const w = warnings.find((x) => x.msg === 'unreadable repo state');
+      expect(w).toMatchObject({ level: 40, file: path.basename(l.repoState('hub/broken/app')) });
+      expect(String(w!.err)).not.toBe('');
+      // Nothing of it is served: the name is an empty cache repo, asked upstream (which lacks it).
+      expect((await get(s, '/v2/hub/broken/app/manifests/v1')).status).toBe(404);
+    } finally {
+      await s.close();
     }
   });
 });
