@@ -97,4 +97,20 @@ describe('cache access log', () => {
     expect(lines[1]).toMatchObject({ level: 40, msg: 'ignoring unreadable cache access times', file });
     expect(String(lines[1]!.err)).not.toBe('');
   });
+
+  it('restores only repos and tags that still exist; a missing file is no warning; the file is one JSON line', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    expect(await createAccessLog(file, repos, logger).restore(repos)).toBe(0);
+    expect(lines).toEqual([]);
+    await fs.writeFile(file, JSON.stringify({ version: 1, repos: { 'hub/gone': { v1: 5 }, 'hub/a': { old: 3, v1: 7 } } }));
+    expect(await createAccessLog(file, repos, logger).restore(repos)).toBe(1);
+    expect(Object.fromEntries(repos.get('hub/a')!.access)).toEqual({ v1: 7 });
+    const w = createAccessLog(file, repos, logger, 60_000);
+    w.touch(repos.get('hub/a')!, 'v1');
+    await w.flush();
+    const text = await fs.readFile(file, 'utf8');
+    expect(text).toBe(JSON.stringify({ version: 1, repos: { 'hub/a': { v1: repos.get('hub/a')!.access.get('v1') } } }) + '\n');
+  });
 });

@@ -212,3 +212,30 @@ describe('cacheRepoFromState', () => {
     expect(repo.access.get('v1')).toBe(0);
   });
 });
+
+describe('cache-repo details a publish depends on', () => {
+  it('an index without artifactType has none; a layer with an empty urls list is an ordinary layer', () => {
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] }));
+    expect(Object.keys(cachedManifest(bytes, MediaType.ociIndex)).sort()).toEqual(['blobs', 'bytes', 'mediaType', 'size']);
+    const { repo } = imageRepo([{ mediaType: MediaType.dockerLayerGzip, digest: FOREIGN, size: 9, urls: [] }]);
+    expect(describeBlob(repo, FOREIGN)).toEqual({ size: 9, foreign: false });
+  });
+
+  it('a cosign-tagged manifest that also names its subject is listed once; referrers come in tag order; tags come out sorted', () => {
+    const repo = newCacheRepo('hub/x', 'x');
+    const subject = add(repo, image(CONFIG, LAYER));
+    const hex = subject.slice('sha256:'.length);
+    const subjectRef = { subject: { mediaType: MediaType.ociManifest, digest: subject, size: 1 } };
+    const sig = add(repo, image(d('s config'), d('s payload'), subjectRef));
+    const att = add(repo, image(d('a config'), d('a payload')));
+    // Pulled in this order: the tag last pulled is not the first published.
+    tagged(repo, 'v1', subject);
+    tagged(repo, `sha256-${hex}.sig`, sig);
+    tagged(repo, `sha256-${hex}.att`, att);
+    for (const x of ['s config', 's payload', 'a config', 'a payload']) repo.proven.add(d(x));
+    repo.proven.add(CONFIG).add(LAYER);
+    const state = committedState(repo, () => true)!;
+    expect(state.referrers[subject]!.map((r) => r.digest)).toEqual([att, sig]);
+    expect(Object.keys(state.tags)).toEqual([`sha256-${hex}.att`, `sha256-${hex}.sig`, 'v1']);
+  });
+});

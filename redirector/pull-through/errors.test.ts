@@ -35,6 +35,7 @@ describe('upstreamToRegistryError', () => {
     ['an ENOSPC without a syscall', fsError('ENOSPC'), 'manifest', { code: 'UNAVAILABLE', status: 502, message: `upstream ${UP} failed: ENOSPC: it broke`, detail: where, headers: {} }],
     ['a refused connection (not the disk)', fsError('ECONNREFUSED', 'connect'), 'manifest', { code: 'UNAVAILABLE', status: 502, message: `upstream ${UP} failed: ECONNREFUSED: it broke`, detail: where, headers: {} }],
     ['any other error', new TypeError('fetch failed'), 'manifest', { code: 'UNAVAILABLE', status: 502, message: `upstream ${UP} failed: fetch failed`, detail: where, headers: {} }],
+    ['nothing at all', undefined, 'manifest', { code: 'UNAVAILABLE', status: 502, message: `upstream ${UP} failed: undefined`, detail: where, headers: {} }],
     ['a thrown string', 'boom', 'manifest', { code: 'UNAVAILABLE', status: 502, message: `upstream ${UP} failed: boom`, detail: where, headers: {} }],
   ] as const)('%s', (_what, err, what, want) => {
     expect(wire(upstreamToRegistryError(err, UP, what, 'hub/lib/app', 'v1'))).toEqual(want);

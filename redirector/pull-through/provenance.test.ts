@@ -230,6 +230,19 @@ describe('what the proofs tell the operator', () => {
     expect(String(lines.at(-1)!.err)).not.toBe('');
     expect(lines).toHaveLength(2);
   });
+
+  it('checkAll under Never, or for a name no route takes, neither asks nor warns; dropping a record twice is fine', async () => {
+    const { lines, logger } = capture();
+    const never = { ...routeTo('http://up.example'), route: { cfg: { url: 'http://up.example' }, policy: 'Never' } } as unknown as RouteMatch;
+    const { repo, layer } = repoWithImage();
+    await createProofs({ layout: l, match: () => never, once: createSingleFlight(), timeoutMs: () => 1000, log: logger }).checkAll(repo, [layer]);
+    const proofs = createProofs({ layout: l, match: () => undefined, once: createSingleFlight(), timeoutMs: () => 1000, log: logger });
+    await proofs.checkAll(repo, [layer]);
+    expect(lines).toEqual([]);
+    expect(repo.proven.has(layer)).toBe(false);
+    await proofs.drop('hub/x');
+    await expect(proofs.drop('hub/x')).resolves.toBeUndefined();
+  });
 });
 
 describe.skipIf(!hasRegistry)('what the proofs tell the operator, with an upstream', () => {

@@ -69,6 +69,7 @@ describe('pull-through routes: include, exclude, policy', () => {
   it('an excluded name with no other route is no route at all; --no-fetch / --force-fetch override every policy', () => {
     const ups = upstreams(['  - { prefix: hub, url: "http://127.0.0.1:9", exclude: ["private/**"], policy: Always }']);
     expect(createRoutes(ups).match('hub/private/x')).toBeUndefined();
+    expect(createRoutes(ups).match('hub/private/.hidden')).toBeUndefined();
     expect(createRoutes(ups).match('hub/public/x')?.route.policy).toBe('Always');
     expect(createRoutes(ups, 'Never').match('hub/public/x')?.route.policy).toBe('Never');
     expect(createRoutes(ups, 'IfNotPresent').all[0]!.policy).toBe('IfNotPresent');
