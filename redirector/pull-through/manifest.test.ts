@@ -532,12 +532,66 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect(json(await get(base(), `/v2/hub/kept/app/referrers/${sig.digest}`)).manifests).toEqual([]);
     expect(anyUps('kept/app')).toBe(asked);
 
-    advance(61_000);
+    // Exactly tag-ttl later the kept answer is too old.
+    advance(60_000);
     up.proxy.addRule({ path: /^\/v2\/kept\/app\/referrers\//, action: { kind: 'status', status: 500 }, times: 1 });
     expect(json(await get(base(), `/v2/hub/kept/app/referrers/${a.digest}`)).manifests).toEqual([]);
     const w = warned('asking the upstream for referrers failed; listing the cached ones').filter((l) => l.repo === 'hub/kept/app');
     expect(w).toHaveLength(1);
     expect(w[0]).toMatchObject({ digest: a.digest });
     expect(String(w[0]!.err)).toMatch(/500/);
+  });
+
+  it('tags/list under IfNotPresent lists its cached tags stale even with stale-on-error false, sorted whatever the pull order', async () => {
+    await seed('ltags/app');
+    await seed('ltags/app', a, 'v0');
+    expect((await get(base(), '/v2/lazy/ltags/app/manifests/v1')).status).toBe(200);
+    expect((await get(base(), '/v2/lazy/ltags/app/manifests/v0')).status).toBe(200);
+    up.proxy.addRule({ method: 'GET', path: /^\/v2\/ltags\/app\/tags\/list/, action: { kind: 'status', status: 500 }, times: 1 });
+    const r = await get(base(), '/v2/lazy/ltags/app/tags/list');
+    expect(r.status).toBe(200);
+    expect(json(r)).toEqual({ name: 'lazy/ltags/app', tags: ['v0', 'v1'] });
+    expect(r.headers.get('warning')).toBe(STALE_WARNING);
+  });
+
+  it('referrers from the cache: a cosign tag of another subject and the tag schema index are not referrers of this digest', async () => {
+    await seed('rc/app');
+    await seed('rc/other', b);
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const sig = await pushSignature(up.reg.url, 'rc/app', `${up.reg.host}/rc/app`, a.digest, privateKey);
+    await pushSignature(up.reg.url, 'rc/app', `${up.reg.host}/rc/app`, b.digest, privateKey);
+    await pushSbom(up.reg.url, 'rc/app', { mediaType: a.mediaType, digest: a.digest, size: a.size }, { spdxVersion: 'SPDX-2.3' });
+    for (const ref of ['v1', `sha256-${digestHex(a.digest)}.sig`, `sha256-${digestHex(b.digest)}.sig`, `sha256-${digestHex(a.digest)}`]) {
+      expect((await get(base(), `/v2/strict/rc/app/manifests/${ref}`)).status, ref).toBe(200);
+    }
+    up.proxy.addRule({ path: /^\/v2\/rc\/app\/referrers\//, action: { kind: 'status', status: 503 } });
+    const r = await get(base(), `/v2/strict/rc/app/referrers/${a.digest}`);
+    expect(json(r).manifests.map((x: { digest: string }) => x.digest)).toEqual([sig.digest]);
+  });
+
+  it('referrers: the upstream answer comes sorted by digest; a referrer tag that fails (not a 404) fails the ask; the route timeout bounds it', async () => {
+    await seed('rs2/app');
+    expect((await get(base(), '/v2/strict/rs2/app/manifests/v1')).status).toBe(200);
+    const ds = ['c', 'a', 'b'].map((x) => sha256Digest(`api ${x}`));
+    const api = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: ds.map((digest) => ({ mediaType: MediaType.ociManifest, digest, size: 1 })) };
+    up.proxy.addRule({ path: /^\/v2\/rs2\/app\/referrers\//, action: { kind: 'status', status: 200, headers: { 'Content-Type': MediaType.ociIndex }, body: JSON.stringify(api) }, times: 1 });
+    const sorted = json<{ manifests: Array<{ digest: string }> }>(await get(base(), `/v2/strict/rs2/app/referrers/${a.digest}`)).manifests.map((x) => x.digest);
+    expect(sorted).toEqual([...ds].sort());
+
+    // No referrers API (404), and the cosign tag answers 500: nothing is kept, the failure is logged.
+    await seed('rs3/app');
+    expect((await get(base(), '/v2/strict/rs3/app/manifests/v1')).status).toBe(200);
+    up.proxy.addRule({ method: 'GET', path: new RegExp(`^/v2/rs3/app/manifests/sha256-${digestHex(a.digest)}\\.sig$`), action: { kind: 'status', status: 500 }, times: 1 });
+    expect(json(await get(base(), `/v2/strict/rs3/app/referrers/${a.digest}`)).manifests).toEqual([]);
+    expect(warned('asking the upstream for referrers failed; listing the cached ones').filter((l) => l.repo === 'strict/rs3/app')).toHaveLength(1);
+
+    // An upstream slower than the route's timeout (1 s): the answer does not wait for it.
+    await seed('rs4/app');
+    expect((await get(base(), '/v2/strict/rs4/app/manifests/v1')).status).toBe(200);
+    up.proxy.addRule({ path: /^\/v2\/rs4\/app\/referrers\//, action: { kind: 'delay', ms: 4000 }, times: 1 });
+    const t0 = performance.now();
+    expect((await get(base(), `/v2/strict/rs4/app/referrers/${a.digest}`)).status).toBe(200);
+    expect(performance.now() - t0).toBeLessThan(3500);
+    expect(warned('asking the upstream for referrers failed; listing the cached ones').filter((l) => l.repo === 'strict/rs4/app')).toHaveLength(1);
   });
 });
