@@ -118,6 +118,10 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
       const head = await get(redirects, '/v2/hub/rs/app/manifests/v1', 'HEAD');
       expect(head.status).toBe(200);
       expect(head.headers.get('docker-content-digest')).toBe(a.digest);
+      // A tag's answer, restored unconfirmed (max-age 0 under --no-fetch): never immutable.
+      expect(head.headers.get('cache-control')).toBe('public, max-age=0');
+      const byDigest = await get(redirects, `/v2/hub/rs/app/manifests/${a.digest}`, 'HEAD');
+      expect(byDigest.headers.get('cache-control')).toMatch(/immutable/);
       expect(anyUps('rs/app')).toBe(asked);
     } finally {
       await redirects.close();
