@@ -139,6 +139,7 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect(again.status).toBe(200);
     expect(again.body.equals(r.body)).toBe(true);
     expect(again.headers.get('cache-control')).toBe('public, max-age=40');
+    expect(again.headers.get('warning')).toBeNull();
     const head = await get(base(), '/v2/hub/warm/app/manifests/v1', { method: 'HEAD' });
     expect(head.status).toBe(200);
     expect(head.body.length).toBe(0);
@@ -150,6 +151,8 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect(byDigest.status).toBe(200);
     expect(byDigest.body.equals(r.body)).toBe(true);
     expect(byDigest.headers.get('cache-control')).toMatch(/immutable/);
+    expect(byDigest.headers.get('warning')).toBeNull();
+    expect(await metric('derrick_cache_hits_total')).toBe(hits + 3);
     const notModified = await get(base(), '/v2/hub/warm/app/manifests/v1', { headers: { 'If-None-Match': `"${a.digest}"` } });
     expect(notModified.status).toBe(304);
     expect([ups('HEAD', 'warm/app'), ups('GET', 'warm/app')]).toEqual([1, 1]);
@@ -593,5 +596,51 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect((await get(base(), `/v2/strict/rs4/app/referrers/${a.digest}`)).status).toBe(200);
     expect(performance.now() - t0).toBeLessThan(3500);
     expect(warned('asking the upstream for referrers failed; listing the cached ones').filter((l) => l.repo === 'strict/rs4/app')).toHaveLength(1);
+  });
+
+  it('concurrent cold requests for different tags and digests each get their own manifest; exactly at tag-ttl the tag is rechecked', async () => {
+    await seed('cc/app');
+    await seed('cc/app', b, 'v2');
+    const [t1, t2, d1, d2] = await Promise.all([
+      get(base(), '/v2/hub/cc/app/manifests/v1'),
+      get(base(), '/v2/hub/cc/app/manifests/v2'),
+      get(base(), `/v2/hub/cc/app/manifests/${a.digest}`),
+      get(base(), `/v2/hub/cc/app/manifests/${b.digest}`),
+    ]);
+    expect([t1, t2, d1, d2].map((r) => sha256Digest(r.body))).toEqual([a.digest, b.digest, a.digest, b.digest]);
+    const heads = ups('HEAD', 'cc/app');
+    advance(60_000);
+    expect((await get(base(), '/v2/hub/cc/app/manifests/v1')).status).toBe(200);
+    expect(ups('HEAD', 'cc/app')).toBe(heads + 1);
+    // A fetch leaves no fill lock behind.
+    const locks = await fs.readdir(layout(path.join(up.tmp.dir, 'var')).locksDir).catch(() => [] as string[]);
+    expect(locks.filter((f) => f.includes(repoKey('hub/cc/app')))).toEqual([]);
+  });
+
+  it('policy Always counts a confirmed tag as a hit; a cold index asked by an image-only client fetches and serves its amd64 image', async () => {
+    await seed('hits/app');
+    expect((await get(base(), '/v2/always/hits/app/manifests/v1')).status).toBe(200);
+    const hits = await metric('derrick_cache_hits_total');
+    expect((await get(base(), '/v2/always/hits/app/manifests/v1')).headers.get('warning')).toBeNull();
+    expect(await metric('derrick_cache_hits_total')).toBe(hits + 1);
+    await seed('coldidx/app', idx);
+    const amd64 = idx.manifests.find((m) => m.platform === 'linux/amd64')!;
+    const r = await get(base(), '/v2/always/coldidx/app/manifests/v1', { accept: MediaType.ociManifest });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('docker-content-digest')).toBe(amd64.digest);
+  });
+
+  it("another worker's fetch, and an upstream HEAD without a digest: the stored manifest is served", async () => {
+    await seed('w4/app');
+    expect((await get(base(), `/v2/hub/w4/app/manifests/${a.digest}`)).status).toBe(200);
+    await seed('w5/app');
+    const f = path.join(layout(path.join(up.tmp.dir, 'var')).locksDir, `fill-${repoKey('hub/w5/app')}@${digestHex(a.digest)}.lock`);
+    await fs.writeFile(f, `${up.reg.pid}\n`);
+    setTimeout(() => void fs.rm(f, { force: true }), 150);
+    up.proxy.addRule({ method: 'HEAD', path: /^\/v2\/w5\/app\/manifests\//, action: { kind: 'status', status: 200 }, times: 1 });
+    const r = await get(base(), `/v2/hub/w5/app/manifests/${a.digest}`);
+    expect(r.status).toBe(200);
+    expect(sha256Digest(r.body)).toBe(a.digest);
+    expect(ups('GET', 'w5/app')).toBe(0);
   });
 });

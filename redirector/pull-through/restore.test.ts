@@ -83,6 +83,11 @@ describe.skipIf(!hasTools)('pull-through state after a restart, in process', () 
       expect(m.status).toBe(200);
       expect(m.headers.get('docker-content-digest')).toBe(a.digest);
       expect(sha256Digest(m.body)).toBe(a.digest);
+      expect(m.headers.get('warning')).toBeNull();
+      // serve.manifests inline (the default): the bytes themselves, not a redirect to the file.
+      const inline = await fetch(`${offline.url}/v2/hub/rs/app/manifests/v1`, { headers: { Accept: ACCEPT }, redirect: 'manual' });
+      expect(inline.status).toBe(200);
+      expect(sha256Digest(Buffer.from(await inline.arrayBuffer()))).toBe(a.digest);
       expect((await get(offline, `/v2/hub/rs/app/manifests/${a.digest}`)).status).toBe(200);
       const tags = await get(offline, '/v2/hub/rs/app/tags/list');
       expect(JSON.parse(tags.body.toString())).toEqual({ name: 'hub/rs/app', tags: ['v1'] });
