@@ -61,4 +61,56 @@ describe('cache access log', () => {
     expect(await createAccessLog(file, repos, log).restore(repos)).toBe(0);
     expect(repos.get('hub/a')!.access.size).toBe(0);
   });
+
+  it('writes only when something was pulled, only the repos that were, and a failed write is logged, not thrown', async () => {
+    const repos = new Map([
+      ['hub/a', repoWith('hub/a', ['v1'])],
+      ['hub/b', repoWith('hub/b', ['v1'])],
+    ]);
+    const a = createAccessLog(file, repos, log, 60_000);
+    await a.flush();
+    await expect(fs.access(file)).rejects.toThrow();
+    a.touch(repos.get('hub/a')!, 'v1');
+    await a.flush();
+    expect(JSON.parse(await fs.readFile(file, 'utf8'))).toEqual({ version: 1, repos: { 'hub/a': { v1: repos.get('hub/a')!.access.get('v1') } } });
+    // Nothing new since: the next flush writes nothing.
+    await fs.rm(file);
+    await a.flush();
+    await expect(fs.access(file)).rejects.toThrow();
+
+    const lost = createAccessLog(path.join(dir, 'no such dir', 'cache-access.json'), repos, log, 60_000);
+    lost.touch(repos.get('hub/b')!, 'v1');
+    await expect(lost.flush()).resolves.toBeUndefined();
+  });
+
+  it('tells the operator, naming the file, when the times cannot be written or read', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    const lostFile = path.join(dir, 'no such dir', 'cache-access.json');
+    const lost = createAccessLog(lostFile, repos, logger, 60_000);
+    lost.touch(repos.get('hub/a')!, 'v1');
+    await lost.flush();
+    expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'could not record cache access times', file: lostFile, err: expect.stringContaining('ENOENT') })]);
+    await fs.writeFile(file, 'not json');
+    await createAccessLog(file, repos, logger).restore(repos);
+    expect(lines[1]).toMatchObject({ level: 40, msg: 'ignoring unreadable cache access times', file });
+    expect(String(lines[1]!.err)).not.toBe('');
+  });
+
+  it('restores only repos and tags that still exist; a missing file is no warning; the file is one JSON line', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ level: 'info', stream: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+    const repos = new Map([['hub/a', repoWith('hub/a', ['v1'])]]);
+    expect(await createAccessLog(file, repos, logger).restore(repos)).toBe(0);
+    expect(lines).toEqual([]);
+    await fs.writeFile(file, JSON.stringify({ version: 1, repos: { 'hub/gone': { v1: 5 }, 'hub/a': { old: 3, v1: 7 } } }));
+    expect(await createAccessLog(file, repos, logger).restore(repos)).toBe(1);
+    expect(Object.fromEntries(repos.get('hub/a')!.access)).toEqual({ v1: 7 });
+    const w = createAccessLog(file, repos, logger, 60_000);
+    w.touch(repos.get('hub/a')!, 'v1');
+    await w.flush();
+    const text = await fs.readFile(file, 'utf8');
+    expect(text).toBe(JSON.stringify({ version: 1, repos: { 'hub/a': { v1: repos.get('hub/a')!.access.get('v1') } } }) + '\n');
+  });
 });

@@ -75,6 +75,9 @@ export function createManifestPath(c: PullThroughContext, pullAhead: PullAhead):
         method: req.method, repo: published, ref: digest, kind: 'digest', accept: null, ifNoneMatch: req.ifNoneMatch,
         mode: o.manifests, redirectStatus: o.redirectStatus, urls: o.urls, bytes: () => cm.bytes!,
       }).reply;
+      // Asked by digest so the redirect names the file, but a tag's answer (HEAD, 304) must not be
+      // cached as immutable: it may move once tag-ttl is past.
+      if (kind === 'tag' && r.headers['Cache-Control']) r.headers['Cache-Control'] = `public, max-age=${Math.max(0, Math.floor(maxAge / 1000))}`;
       Object.assign(r.headers, extra);
       return r;
     }
