@@ -59,10 +59,20 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     return Number(line?.split(' ')[1] ?? NaN);
   };
   const advance = (ms: number) => vi.setSystemTime((now += ms));
+  const dirs = new Map<GeneratedImage, string>();
   /** Pushes an image to `<repo>:<tag>` upstream (each test seeds its own, so it can run alone). */
   const seed = (repo: string, img: GeneratedImage = a, tag = 'v1') => {
-    const dir = img === a ? 'a' : img === b ? 'b' : 'idx';
+    const dir = dirs.get(img) ?? (img === a ? 'a' : img === b ? 'b' : 'idx');
     return pushImage(up.reg.url, repo, path.join(up.gen, dir), img, tag);
+  };
+  /**
+   * An image no other test stores. A manifest already in the store (another repo's) is proven for
+   * a new repo by a HEAD instead of a GET, so a test that counts GETs needs bytes of its own.
+   */
+  const fresh = async (name: string) => {
+    const img = await generateImage({ layoutDir: path.join(up.gen, name), tag: 'v1', seed: name, layers: [150] });
+    dirs.set(img, name);
+    return img;
   };
 
   beforeAll(async () => {
@@ -159,11 +169,12 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
   });
 
   it('after tag-ttl one HEAD rechecks the tag: unchanged costs no GET, a moved tag fetches the new manifest', async () => {
-    await seed('ttl/app');
+    const [x, y] = [await fresh('ttl-x'), await fresh('ttl-y')];
+    await seed('ttl/app', x);
     expect((await get(base(), '/v2/hub/ttl/app/manifests/v1')).status).toBe(200);
     advance(61_000);
     const same = await get(base(), '/v2/hub/ttl/app/manifests/v1');
-    expect(same.headers.get('docker-content-digest')).toBe(a.digest);
+    expect(same.headers.get('docker-content-digest')).toBe(x.digest);
     expect(same.headers.get('cache-control')).toBe('public, max-age=60');
     expect([ups('HEAD', 'ttl/app'), ups('GET', 'ttl/app')]).toEqual([2, 1]);
     // Confirmed again just now: the next request is a hit.
@@ -171,31 +182,32 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
     expect((await get(base(), '/v2/hub/ttl/app/manifests/v1')).headers.get('cache-control')).toBe('public, max-age=1');
     expect(ups('HEAD', 'ttl/app')).toBe(2);
 
-    await pushImage(up.reg.url, 'ttl/app', path.join(up.gen, 'b'), b, 'v1');
+    await seed('ttl/app', y);
     const before = ups('GET', 'ttl/app');
     advance(2_000);
     const moved = await get(base(), '/v2/hub/ttl/app/manifests/v1');
     expect(moved.status).toBe(200);
-    expect(moved.headers.get('docker-content-digest')).toBe(b.digest);
-    expect(sha256Digest(moved.body)).toBe(b.digest);
+    expect(moved.headers.get('docker-content-digest')).toBe(y.digest);
+    expect(sha256Digest(moved.body)).toBe(y.digest);
     expect(moved.headers.get('cache-control')).toBe('public, max-age=60');
     expect(ups('GET', 'ttl/app') - before).toBe(1);
     // The old image is still there by digest, from memory.
-    expect((await get(base(), `/v2/hub/ttl/app/manifests/${a.digest}`)).status).toBe(200);
+    expect((await get(base(), `/v2/hub/ttl/app/manifests/${x.digest}`)).status).toBe(200);
     expect(ups('GET', 'ttl/app') - before).toBe(1);
   });
 
   it('policy Always asks the upstream on every tag request; a HEAD that finds the same digest costs no GET', async () => {
-    await seed('alw/app');
+    const x = await fresh('alw');
+    await seed('alw/app', x);
     for (let i = 0; i < 3; i++) {
       const r = await get(base(), '/v2/always/alw/app/manifests/v1');
       expect(r.status).toBe(200);
-      expect(r.headers.get('docker-content-digest')).toBe(a.digest);
+      expect(r.headers.get('docker-content-digest')).toBe(x.digest);
       expect(r.headers.get('cache-control')).toBe('public, max-age=300');
     }
     expect([ups('HEAD', 'alw/app'), ups('GET', 'alw/app')]).toEqual([3, 1]);
     // A digest is never rechecked, even under Always.
-    expect((await get(base(), `/v2/always/alw/app/manifests/${a.digest}`)).status).toBe(200);
+    expect((await get(base(), `/v2/always/alw/app/manifests/${x.digest}`)).status).toBe(200);
     expect([ups('HEAD', 'alw/app'), ups('GET', 'alw/app')]).toEqual([3, 1]);
   });
 
@@ -250,7 +262,7 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
   });
 
   it('IfNotPresent serves its cached tag stale past tag-ttl even with stale-on-error false; with nothing cached the failure is the answer', async () => {
-    await seed('lazy/app');
+    await seed('lazy/app', await fresh('lazy'));
     await seed('cold/app');
     expect((await get(base(), '/v2/lazy/lazy/app/manifests/v1')).status).toBe(200);
     advance(61_000);
@@ -292,16 +304,24 @@ describe.skipIf(!hasTools)('pull-through manifests, tags and referrers, in proce
   });
 
   it('a manifest by digest is fetched once, with no HEAD, and never rechecked; one the upstream lacks is MANIFEST_UNKNOWN', async () => {
-    await seed('dig/app');
-    const r = await get(base(), `/v2/hub/dig/app/manifests/${a.digest}`);
+    const x = await fresh('dig');
+    await seed('dig/app', x);
+    const r = await get(base(), `/v2/hub/dig/app/manifests/${x.digest}`);
     expect(r.status).toBe(200);
-    expect(sha256Digest(r.body)).toBe(a.digest);
+    expect(sha256Digest(r.body)).toBe(x.digest);
     expect(r.headers.get('cache-control')).toMatch(/immutable/);
     advance(3_600_000);
-    const head = await get(base(), `/v2/hub/dig/app/manifests/${a.digest}`, { method: 'HEAD' });
+    const head = await get(base(), `/v2/hub/dig/app/manifests/${x.digest}`, { method: 'HEAD' });
     expect(head.status).toBe(200);
-    expect(head.headers.get('content-length')).toBe(String(a.size));
+    expect(head.headers.get('content-length')).toBe(String(x.size));
     expect([ups('HEAD', 'dig/app'), ups('GET', 'dig/app')]).toEqual([0, 1]);
+    // Another repo asking for the same bytes: they are in the store, and one HEAD to this repo's
+    // own upstream proves them for it (invariant 9). The upstream sees no second GET.
+    await seed('dig2/app', x);
+    const again = await get(base(), `/v2/hub/dig2/app/manifests/${x.digest}`);
+    expect(again.status).toBe(200);
+    expect(sha256Digest(again.body)).toBe(x.digest);
+    expect([ups('HEAD', 'dig2/app'), ups('GET', 'dig2/app')]).toEqual([1, 0]);
     const missing = sha256Digest('nothing here');
     const none = await get(base(), `/v2/hub/dig/app/manifests/${missing}`);
     expect(none.status).toBe(404);
