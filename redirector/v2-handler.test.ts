@@ -6,16 +6,21 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Readable } from 'node:stream';
 import { generateImage } from '../scripts/gen-image.js';
+import { pushImage } from '../scripts/soak/upstream.js';
+import { parseConfig } from '../shared/config.js';
 import { layout, manifestRelPath } from '../shared/layout.js';
 import { createLogger } from '../shared/log.js';
 import { MediaType, sha256Digest } from '../shared/oci.js';
-import { makeHtpasswd } from '../test/helpers/registry.js';
+import { requireTool } from '../test/helpers/proc.js';
+import { makeHtpasswd, startRegistry, type Registry } from '../test/helpers/registry.js';
 import { makePublishedTree, type PublishedTree } from '../test/helpers/published.js';
 import { tmpDir, type TmpDir } from '../test/helpers/tmp.js';
 import { createAuthenticator } from './auth.js';
 import { createRepoIndex, type RepoIndex } from './index.js';
 import { createMetrics } from './metrics.js';
+import { createPullThrough, type PullThrough } from './pull-through/pull-through.js';
 import type { Reply } from './reply.js';
 import { createV2Handler, type V2Options } from './v2.js';
 
@@ -360,5 +365,92 @@ describe('v2 handler: errors and methods', () => {
     const expires = (r: Reply) => Number(new URL(r.headers.Location!, 'http://x').searchParams.get('expires'));
     expect(first.headers.Location).toMatch(/\?md5=[A-Za-z0-9_-]+&expires=\d+$/);
     expect(expires(second) - expires(first)).toBe(5);
+  });
+});
+
+const hasRegistry = requireTool('docker-registry', 'the /v2 handler tests through pull-through are skipped');
+
+/** A reply's body, whether bytes or a pull-through stream. */
+async function readBody(r: Reply): Promise<Buffer> {
+  if (r.body instanceof Readable) {
+    const chunks: Buffer[] = [];
+    for await (const c of r.body) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+  return r.body === null ? Buffer.alloc(0) : bodyOf(r);
+}
+
+describe.skipIf(!hasRegistry)('v2 handler: names under an upstream prefix go through the pull-through cache', () => {
+  let reg: Registry;
+  let pt: PullThrough;
+  let ptIndex: RepoIndex;
+  let app: Awaited<ReturnType<typeof makeHandler>>;
+  let v1: Awaited<ReturnType<typeof generateImage>>;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    const gen = path.join(tmp.dir, 'pt-gen');
+    v1 = await generateImage({ layoutDir: gen, tag: 'v1', layers: [3000] });
+    await pushImage(reg.url, 'lib/app', gen, v1, 'v1');
+    const v2 = await generateImage({ layoutDir: gen, tag: 'v2', layers: [3000] });
+    await pushImage(reg.url, 'lib/app', gen, v2, 'v2');
+    const dir = path.join(tmp.dir, 'pt');
+    await fs.mkdir(dir);
+    const yaml = ['root: ./var', 'upstreams:', '  - prefix: hub', `    url: ${JSON.stringify(reg.url)}`, '    tls-verify: false', ''].join('\n');
+    const config = parseConfig(yaml, path.join(dir, 'derrick.yaml'));
+    ptIndex = await createRepoIndex({ layout: layout(config.root), graceMs: 60_000, rescanMs: 3_600_000, watch: false, log: createLogger({ level: 'silent' }) });
+    indexes.push(ptIndex);
+    const metrics = createMetrics();
+    const urls = { blobs: 'embedded', filesPrefix: '/published' };
+    pt = await createPullThrough({ config, layout: layout(config.root), index: ptIndex, metrics, log: createLogger({ level: 'silent' }), urls, manifests: 'inline', redirectStatus: 307 });
+    // Users exist, so only the pull-through names are open to an anonymous caller.
+    app = await makeHandler({ index: ptIndex, pullThrough: pt, metrics, urls });
+  });
+
+  afterAll(async () => {
+    await pt?.committer.idle();
+    await pt?.accessLog.flush();
+    await reg?.stop();
+  });
+
+  it('manifests, blobs, tags and referrers of an upstream repo, to an anonymous caller', async () => {
+    const m = await app.get('/v2/hub/lib/app/manifests/v1', { Accept: ALL });
+    expect(m.status).toBe(200);
+    expect(sha256Digest(await readBody(m))).toBe(v1.digest);
+    const layer = v1.manifests[0]!.layers[0]!;
+    const b = await app.get(`/v2/hub/lib/app/blobs/${layer}`);
+    expect(b.status).toBe(200);
+    expect(sha256Digest(await readBody(b))).toBe(layer);
+
+    const page = await app.get('/v2/hub/lib/app/tags/list?n=1');
+    expect(page.status).toBe(200);
+    expect(JSON.parse((await readBody(page)).toString())).toEqual({ name: 'hub/lib/app', tags: ['v1'] });
+    const rest = await app.get('/v2/hub/lib/app/tags/list?n=1&last=v1');
+    expect(JSON.parse((await readBody(rest)).toString())).toEqual({ name: 'hub/lib/app', tags: ['v2'] });
+
+    const refs = await app.get(`/v2/hub/lib/app/referrers/${v1.digest}`);
+    expect(refs.status).toBe(200);
+    expect(JSON.parse((await readBody(refs)).toString())).toMatchObject({ schemaVersion: 2, manifests: [] });
+    const bad = await app.get('/v2/hub/lib/app/referrers/nope');
+    expect([bad.status, codeOf(bad)]).toEqual([400, 'DIGEST_INVALID']);
+    const badBlob = await app.get('/v2/hub/lib/app/blobs/nope');
+    expect([badBlob.status, codeOf(badBlob)]).toEqual([400, 'DIGEST_INVALID']);
+  });
+
+  it('once committed, a blob the upstream was seen to have takes the static redirect', async () => {
+    const layer = v1.manifests[0]!.layers[0]!;
+    // Pulled here too, so the test stands alone (Stryker runs only the tests that cover a mutant).
+    await readBody(await app.get(`/v2/hub/lib/app/manifests/v1`, { Accept: ALL }));
+    await readBody(await app.get(`/v2/hub/lib/app/blobs/${layer}`));
+    await pt.committer.idle();
+    await ptIndex.reload();
+    expect(pt.proven('hub/lib/app', layer)).toBe(true);
+    const r = await app.get(`/v2/hub/lib/app/blobs/${layer}`);
+    expect(r.status).toBe(307);
+    expect(r.headers.Location).toMatch(new RegExp(`^/published/master/hub~lib~app/[^/]+/blobs/${layer}$`));
+    // A digest this repo's upstream was never seen to have still goes to the upstream, even
+    // though the store may hold it: an unknown blob, not a redirect.
+    const other = await app.get(`/v2/hub/lib/app/blobs/sha256:${'ab'.repeat(32)}`);
+    expect([other.status, codeOf(other)]).toEqual([404, 'BLOB_UNKNOWN']);
   });
 });
