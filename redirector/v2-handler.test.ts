@@ -189,6 +189,7 @@ describe('v2 handler: versions replaced less than grace ago', () => {
       manifestAsBlob: await get(`/v2/demo/grace/blobs/${old.digest}`),
       manifest: await get(`/v2/demo/grace/manifests/${old.digest}`, { Accept: ALL }),
       freshLayer: await get(`/v2/demo/grace/blobs/${fresh.manifests[0]!.layers[0]!}`),
+      unknown: await get(`/v2/demo/grace/blobs/sha256:${'0'.repeat(64)}`),
     });
     const inGrace = await graceCases();
     expect(inGrace.layer.status).toBe(307);
@@ -198,6 +199,8 @@ describe('v2 handler: versions replaced less than grace ago', () => {
     expect(inGrace.manifest.status).toBe(200);
     expect(sha256Digest(bodyOf(inGrace.manifest))).toBe(old.digest);
     expect(inGrace.freshLayer.status).toBe(307);
+    // Grace keeps what the old version had, nothing more.
+    expect([inGrace.unknown.status, codeOf(inGrace.unknown)]).toEqual([404, 'BLOB_UNKNOWN']);
 
     // Past grace, without any reload: the handler itself stops serving the old version.
     vi.useFakeTimers({ toFake: ['Date'] });
@@ -491,6 +494,9 @@ describe.skipIf(!hasRegistry)('v2 handler: names under an upstream prefix go thr
     const single = await app.get('/v2/hub/lib/multi/manifests/multi', { Accept: MediaType.ociManifest });
     expect([single.status, single.headers['Docker-Content-Digest']]).toEqual([200, amd64.digest]);
     expect(sha256Digest(await readBody(single))).toBe(amd64.digest);
+    const anyType = await app.get('/v2/hub/lib/multi/manifests/multi');
+    expect([anyType.status, anyType.headers['Docker-Content-Digest']]).toEqual([200, multi.digest]);
+    await readBody(anyType);
     const cond = await app.get('/v2/hub/lib/app/manifests/v1', { Accept: ALL, 'If-None-Match': `"${v1.digest}"` });
     expect(cond.status).toBe(304);
     for (const t of ['/v2/hub/lib/app/manifests/v1', `/v2/hub/lib/app/blobs/${layer}`, '/v2/hub/lib/app/tags/list', `/v2/hub/lib/app/referrers/${v1.digest}`]) {
