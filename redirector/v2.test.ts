@@ -47,5 +47,8 @@ describe('parseV2Path', () => {
     expect(parseV2Path('/v2/hub/library/alpine/manifests/3.20')).toEqual({ route: 'manifest', name: 'hub/library/alpine', ref: '3.20' });
     expect(parseV2Path('/v2/x/blobs/uploads/abc/def')).toEqual({ route: 'upload', name: 'x' });
     expect(parseV2Path('/v2/x/tags/other')).toEqual({ route: 'unknown' });
+    // Only a whole "uploads" segment is the upload endpoint.
+    expect(parseV2Path('/v2/x/blobs/uploadsx')).toEqual({ route: 'blob', name: 'x', ref: 'uploadsx' });
+    expect(parseV2Path('/v2/x/blobs/uploads')).toEqual({ route: 'upload', name: 'x' });
   });
 });
