@@ -6,7 +6,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: [
+    // DERRICK_MUTATE_TESTS: one module's own tests (set by stryker.config.mjs for DERRICK_MUTATE_MODULE).
+    include: process.env.DERRICK_MUTATE_TESTS?.split(',') ?? [
       'shared/**/*.test.ts',
       'redirector/**/*.test.ts',
       'test/serve-api.test.ts',
