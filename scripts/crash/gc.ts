@@ -9,7 +9,7 @@ import { layout } from '../../shared/layout.js';
 import { runChild } from '../soak/children.js';
 import { CLI } from '../soak/publisher.js';
 import { RunLength, runKilled, type KillAt } from './kill.js';
-import { planMoments, type CrashTarget } from './target.js';
+import { killPlan, type CrashTarget } from './target.js';
 
 const REPOS = ['crash/gc-a', 'crash/gc-b', 'crash/gc-c'];
 
@@ -44,8 +44,7 @@ export async function gcTarget(dir: string, o: { kills: number; layers?: number[
     'master-removal': { dir: l.masterDir(REPOS[0]!), match: () => true },
     'blob-removal': { dir: l.storeBlobsDir, match: () => true },
   };
-  const plan = planMoments(Math.ceil(o.kills * 1.5), Object.keys(moments));
-  let i = 0;
+  const nextKill = killPlan(Math.ceil(o.kills * 1.5), moments, length);
   return {
     name: 'gc',
     root,
@@ -54,11 +53,10 @@ export async function gcTarget(dir: string, o: { kills: number; layers?: number[
     async round() {
       // The master this replaces stays (publish's grace is long) for gc to delete, with its blobs.
       await publishNew();
-      const when = plan[i++ % plan.length]!;
+      const { at, moment } = nextKill();
       // gc's own work comes after node's start-up: random kills are spread over the whole run.
-      const r = await runKilled(CLI, ['gc', '-c', configFile], typeof when === 'number' ? length.delay(when) : moments[when]!);
+      const r = await runKilled(CLI, ['gc', '-c', configFile], at);
       if (!r.killed) length.finished(r.ms);
-      const moment = typeof when === 'number' ? (when >= 0.85 ? 'end' : 'random') : when;
       return { killed: r.killed, moment, failure: !r.killed && r.code !== 0 ? `gc exited ${r.code}:\n${r.output}` : undefined };
     },
     async recover() {

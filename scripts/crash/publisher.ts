@@ -10,7 +10,7 @@ import { runChild } from '../soak/children.js';
 import { CLI } from '../soak/publisher.js';
 import { pushImage, startUpstream } from '../soak/upstream.js';
 import { RunLength, runKilled, type KillAt } from './kill.js';
-import { planMoments, type CrashTarget } from './target.js';
+import { killPlan, type CrashTarget } from './target.js';
 
 const REPO = 'crash/big';
 const MiB = 1024 * 1024;
@@ -56,19 +56,17 @@ export async function publisherTarget(dir: string, o: PublisherTargetOptions): P
     master: { dir: l.masterDir(REPO), match: (name) => MASTER_NAME_RE.test(name) },
   };
   // The web swap twice as often: kills there must land between the swaps some of the time.
-  const plan = planMoments(Math.ceil(o.kills * 1.3), ['web-swap', 'app-swap', 'web-swap', 'master']);
-  let i = 0;
+  const nextKill = killPlan(Math.ceil(o.kills * 1.3), moments, length, ['web-swap', 'app-swap', 'web-swap', 'master']);
   return {
     name: 'publisher',
     root,
     configFile,
     repos: () => [REPO],
     async round() {
-      const when = plan[i++ % plan.length]!;
+      const { at, moment } = nextKill();
       await push('live', roundLayers);
-      const r = await runKilled(CLI, ['publish', '-c', configFile], typeof when === 'number' ? length.delay(when) : moments[when]!);
+      const r = await runKilled(CLI, ['publish', '-c', configFile], at);
       if (!r.killed) length.finished(r.ms);
-      const moment = typeof when === 'number' ? (when >= 0.85 ? 'end' : 'random') : when;
       return { killed: r.killed, moment, failure: !r.killed && r.code !== 0 ? `publish exited ${r.code}:\n${r.output}` : undefined };
     },
     async recover() {

@@ -12,7 +12,7 @@ import { freePort, runChild, sleep, startChild, waitForHttp, type Child } from '
 import { CLI } from '../soak/publisher.js';
 import { pushImage, startUpstream } from '../soak/upstream.js';
 import { RunLength, killAt, type KillAt } from './kill.js';
-import { planMoments, type CrashTarget } from './target.js';
+import { killPlan, type CrashTarget } from './target.js';
 
 const UPSTREAM_REPO = 'crash/pt';
 const CACHE_REPO = `hub/${UPSTREAM_REPO}`;
@@ -86,18 +86,16 @@ export async function pullThroughTarget(dir: string, o: { kills: number; layers?
     'app-swap': { dir: l.appDir, match: (name) => name === `${repoKey(CACHE_REPO)}.json` },
     master: { dir: l.masterDir(CACHE_REPO), match: (name) => MASTER_NAME_RE.test(name) },
   };
-  const plan = planMoments(Math.ceil(o.kills * 1.3), Object.keys(moments));
-  let i = 0;
+  const nextKill = killPlan(Math.ceil(o.kills * 1.3), moments, length);
   return {
     name: 'pull-through',
     root,
     configFile,
     repos: () => [CACHE_REPO],
     async round() {
-      const when = plan[i++ % plan.length]!;
-      const r = await oneRun(typeof when === 'number' ? length.delay(when) : moments[when]!);
+      const { at, moment } = nextKill();
+      const r = await oneRun(at);
       if (!r.killed && !r.failure) length.finished(r.ms);
-      const moment = typeof when === 'number' ? (when >= 0.85 ? 'end' : 'random') : when;
       return { killed: r.killed, moment, failure: r.failure };
     },
     async recover() {
