@@ -1,7 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --v8-pool-size=1
 // derrick's single entry point. Publisher and redirector register their own commands and never import each other.
 // Only the command definitions load here; each command imports what it runs once it is chosen,
 // so `--help` or `serve` never pays for the publisher's modules, nor `publish` for the server's.
+// The shebang passes shared/node-flags.ts's flags (a test keeps the two equal): `node dist/cli.js` runs without them.
 import { Command, CommanderError } from 'commander';
 import { LockBusyError } from './shared/publish/lock.js';
 import { registerPublisherCommands } from './publisher/cli.js';

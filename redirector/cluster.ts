@@ -6,6 +6,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from '../shared/log.js';
+import { withNodeFlags } from '../shared/node-flags.js';
 
 /** The message a worker sends once its server answers. */
 export interface WorkerListening {
@@ -52,7 +53,8 @@ export function runPrimary(o: PrimaryOptions): Promise<number> {
   const pendingRestarts: number[] = [];
 
   // Workers re-run this same command line; cluster.isWorker makes them serve instead of fork.
-  cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2) });
+  // They run with derrick's node flags even when the primary was started without them.
+  cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2), execArgv: withNodeFlags(process.execArgv) });
 
   return new Promise<number>((resolve) => {
     let listening = 0;

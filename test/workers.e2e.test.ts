@@ -11,6 +11,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint256, makeCa, makeServerCert, type Pem } from './helpers/certs.js';
+import { NODE_FLAGS } from '../shared/node-flags.js';
 import { CLI } from './helpers/derrick.js';
 import { freePort } from './helpers/ports.js';
 import { requireTool, startProcess, type RunningProcess } from './helpers/proc.js';
@@ -92,6 +93,8 @@ describe('serve --workers 2 over a published tree', () => {
     const workers = await connectionPerWorker(serve.url, 2);
     expect(workers.size).toBe(2);
     expect([...workers.keys()]).not.toContain(serve.proc.pid);
+    // The primary was started as `node cli.js`, without derrick's node flags: its workers have them.
+    for (const pid of workers.keys()) expect((await fs.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0')).toEqual(expect.arrayContaining([...NODE_FLAGS]));
     const added = await tree.addImage('demo/w', { tag: 'v2', seed: 'added-later', layers: [500] });
     await tree.publish();
     for (const [pid, agent] of workers) {
