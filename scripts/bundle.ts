@@ -1,9 +1,9 @@
 // The build's last step: dist/cli.js, the bin, as one esbuild bundle with a chunk per lazily
 // imported command (dist/chunks/), in place of the file tsc wrote. Node's ESM loader resolves,
 // reads and links each module on its own: `derrick serve` loaded ~330 files (zod 99, yaml 84), and
-// that was most of its start (issue 10: 10,000 x 50 catalog, spawn -> first answer 490-580 ms
-// unbundled, 410-450 ms bundled, alternating runs). The rest of dist/ is tsc's output, which the
-// scripts (demo, bench, crash) import. Run after tsc: `node dist/scripts/bundle.js`.
+// that was most of its start (issue 10: 10,000 x 50 catalog, spawn -> first answer, median of 5
+// alternating runs: 577 ms unbundled, 400 ms bundled). The rest of dist/ is tsc's output, which
+// the scripts (demo, bench, crash) import. Run after tsc: `node dist/scripts/bundle.js`.
 import { build } from 'esbuild';
 import fs from 'node:fs/promises';
 import path from 'node:path';

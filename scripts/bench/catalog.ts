@@ -17,7 +17,6 @@ import { swapRepo, writeSyntheticRepo } from './catalog-tree.js';
 import { freePort, percentile, startNode, stop } from './util.js';
 import { NODE_FLAGS } from '../../shared/node-flags.js';
 
-// derrick is started as its installed bin runs it: with the shebang's node flags (shared/node-flags.ts).
 const DEFAULT_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
 
 export interface CatalogBench {
@@ -73,6 +72,7 @@ function get(agent: http.Agent | false, port: number, p: string): Promise<number
 async function startServe(cli: string, config: string, probe: string, want: number): Promise<{ child: ChildProcess; port: number; ms: number }> {
   const port = await freePort();
   const t0 = performance.now();
+  // As the installed bin runs it: with the shebang's node flags (shared/node-flags.ts).
   const child = spawn(process.execPath, [...NODE_FLAGS, cli, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], { stdio: 'ignore' });
   const deadline = Date.now() + 600_000;
   for (;;) {
