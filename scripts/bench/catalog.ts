@@ -14,8 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { layout } from '../../shared/layout.js';
 import { craneTree, derrickTree, repoName } from './catalog-cache.js';
 import { swapRepo, writeSyntheticRepo } from './catalog-tree.js';
-import { freePort, percentile, startNode, stop } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, freePort, percentile, startNode, stop } from './util.js';
 
 const DEFAULT_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
 
@@ -72,8 +71,7 @@ function get(agent: http.Agent | false, port: number, p: string): Promise<number
 async function startServe(cli: string, config: string, probe: string, want: number): Promise<{ child: ChildProcess; port: number; ms: number }> {
   const port = await freePort();
   const t0 = performance.now();
-  // As the installed bin runs it: with the shebang's node flags (shared/node-flags.ts).
-  const child = spawn(process.execPath, [...NODE_FLAGS, cli, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], { stdio: 'ignore' });
+  const child = spawn(process.execPath, derrickArgv(cli, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`), { stdio: 'ignore' });
   const deadline = Date.now() + 600_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}`);
@@ -175,17 +173,17 @@ export async function benchCatalog(o: { repos?: number; tags?: number; cli?: str
 async function clientFloorP99(gets: number): Promise<number> {
   const port = await freePort();
   const raw = await startNode([path.join(path.dirname(fileURLToPath(import.meta.url)), 'raw-redirect.js'), String(port)], /listening/);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const ms: number[] = [];
     for (let i = 0; i < gets; i++) {
       const t0 = performance.now();
       if ((await get(agent, port, `/v2/${repoName(i)}/manifests/t0`)) !== 302) throw new Error('raw-redirect did not answer 302');
       ms.push(performance.now() - t0);
     }
-    agent.destroy();
     return percentile(ms, 99);
   } finally {
+    agent.destroy();
     await stop(raw);
   }
 }

@@ -10,8 +10,7 @@ import { formatBytes } from '../../shared/units.js';
 import { generateImage } from '../gen-image.js';
 import { exec, startRegistry, stopAll } from './servers.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { median, timed } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, median, timed } from './util.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
 
@@ -37,7 +36,7 @@ export async function run(ctx: BenchContext): Promise<Row[]> {
       const config = path.join(root, 'derrick.yaml');
       await fs.mkdir(root, { recursive: true });
       await fs.writeFile(config, `root: ./var\nrepos:\n  - name: bench/cold\n    from: docker://${reg.host}/bench/cold\n    tls-verify: false\n`);
-      return () => exec(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config]);
+      return () => exec(process.execPath, derrickArgv(CLI, 'publish', '-c', config));
     };
     // Warm-up: the registry's files into the page cache, skopeo's and node's binaries too.
     await skopeoSync(path.join(dir, 'warm-sync'));

@@ -14,8 +14,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { generateImage } from '../gen-image.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { median } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, median } from './util.js';
 
 const DEFAULT_CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
 
@@ -56,7 +55,7 @@ let lastCpuMs = 0;
 function publish(cli: string, config: string, args: string[], repos: number, expect: RegExp): number {
   const cpu0 = childrenCpuMs();
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [...NODE_FLAGS, cli, 'publish', '-c', config, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(process.execPath, derrickArgv(cli, 'publish', '-c', config, ...args), { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const ms = performance.now() - t0;
   lastCpuMs = childrenCpuMs() - cpu0;
   if (r.status !== 0) throw new Error(`publish ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(0, 2000)}`);

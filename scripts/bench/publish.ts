@@ -8,14 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { layout, MASTER_NAME_RE } from '../../shared/layout.js';
 import { generateImage, generateManyTags } from '../gen-image.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { median } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, median } from './util.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cli.js');
 
 function publish(config: string, repo: string): number {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config, repo], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, derrickArgv(CLI, 'publish', '-c', config, repo), { encoding: 'utf8' });
   const ms = performance.now() - t0;
   if (r.status !== 0) throw new Error(`publish ${repo} failed (${r.status}): ${r.stderr}`);
   if (!/: published /.test(r.stdout)) throw new Error(`publish ${repo} did not publish: ${r.stdout}`);

@@ -22,8 +22,7 @@ import { formatBytes } from '../../shared/units.js';
 import { generateImage } from '../gen-image.js';
 import { exec, killAll, NGINX_BIN, startNginx, startRegistry, startShaper, stopAll, stopTracked, track, waitForHttp } from './servers.js';
 import { row, type BenchContext, type Row } from './table.js';
-import { freePort, hasCommand, median, startNode } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, freePort, hasCommand, median, startNode } from './util.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../../cli.js');
@@ -83,14 +82,14 @@ export async function startDerrick(dir: string, upstreamUrl: string, blobs = 'em
   );
   const port = await freePort();
   // startNode's data listeners keep draining the pipes after it resolves.
-  const child = track(await startNode([...NODE_FLAGS, CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], /listening/, { ...process.env, DERRICK_LOG_LEVEL: 'warn' }));
+  const child = track(await startNode(derrickArgv(CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`), /listening/, { ...process.env, DERRICK_LOG_LEVEL: 'warn' }));
   return { host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, child, config };
 }
 
 /** nginx serving the published tree of `config` with the server block `derrick nginx-conf` prints. */
 async function startNginxFor(config: string): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const { stdout } = await exec(process.execPath, [...NODE_FLAGS, CLI, 'nginx-conf', '-c', config, '--listen', `127.0.0.1:${port}`]);
+  const { stdout } = await exec(process.execPath, derrickArgv(CLI, 'nginx-conf', '-c', config, '--listen', `127.0.0.1:${port}`));
   const url = `http://127.0.0.1:${port}`;
   const child = await startNginx(path.join(path.dirname(config), 'nginx'), stdout, `${url}/`);
   return { url, child };

@@ -14,8 +14,7 @@ import { ACCEPT_ALL_MANIFESTS } from '../../shared/oci.js';
 import { generateImage } from '../gen-image.js';
 import { exec, NGINX_BIN, REGISTRY_BIN, startNginx, startRegistry, stopAll, track } from './servers.js';
 import { row, skipped, missingTool, type BenchContext, type Row } from './table.js';
-import { freePort, hasCommand, loadTest, median, percentile, startNode, type LoadResult } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, freePort, hasCommand, loadTest, median, percentile, startNode, type LoadResult } from './util.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../../cli.js');
@@ -53,7 +52,7 @@ async function reloadLatency(dir: string, images: string, config: string, port: 
   try {
     for (let i = 0; i < reloads; i++) {
       await generateImage({ layoutDir: images, tag: `r${i}`, seed: `r${i}`, layers: [256] });
-      const child = track(spawn(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config], { stdio: 'ignore' }));
+      const child = track(spawn(process.execPath, derrickArgv(CLI, 'publish', '-c', config), { stdio: 'ignore' }));
       const exited = new Promise((r) => child.on('exit', r));
       let servedAt = 0;
       const deadline = Date.now() + 30_000;
@@ -83,11 +82,11 @@ export async function run(ctx: BenchContext): Promise<Row[]> {
     const img = await generateImage({ layoutDir: images, tag: 'latest', layers: [1 << 20] });
     const config = path.join(dir, 'derrick.yaml');
     await fs.writeFile(config, `root: ./var\nkeep: 1\ngrace: 1m\nrepos:\n  - name: bench/app\n    from: oci:${images}\n`);
-    const pub = spawnSync(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config], { encoding: 'utf8' });
+    const pub = spawnSync(process.execPath, derrickArgv(CLI, 'publish', '-c', config), { encoding: 'utf8' });
     if (pub.status !== 0) throw new Error(pub.stderr);
 
     const port = await freePort();
-    track(await startNode([...NODE_FLAGS, CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], /listening/));
+    track(await startNode(derrickArgv(CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`), /listening/));
     const rawPort = await freePort();
     track(await startNode([path.join(HERE, 'raw-redirect.js'), String(rawPort)], /listening/));
     const accept = { Accept: ACCEPT_ALL_MANIFESTS };

@@ -8,8 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateImage } from '../gen-image.js';
-import { freePort, median } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, freePort, median } from './util.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../../cli.js');
@@ -52,7 +51,7 @@ function tryGet(port: number, p: string): Promise<number | undefined> {
 async function timeToFirstAnswer(config: string): Promise<number> {
   const port = await freePort();
   const started = performance.now();
-  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`], { stdio: 'ignore' });
+  const child = spawn(process.execPath, derrickArgv(CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`), { stdio: 'ignore' });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   try {
     const deadline = started + 30_000;
@@ -84,7 +83,7 @@ export async function benchStartup(runs = 10): Promise<StartupBench> {
     await generateImage({ layoutDir: images, tag: 'docker', format: 'docker', layers: [512 << 10] });
     const config = path.join(dir, 'derrick.yaml');
     await fs.writeFile(config, `root: ./var\nrepos:\n  - name: demo/hello\n    from: oci:${images}\nserve:\n  blobs: embedded\n`);
-    const pub = spawnSync(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config], { encoding: 'utf8' });
+    const pub = spawnSync(process.execPath, derrickArgv(CLI, 'publish', '-c', config), { encoding: 'utf8' });
     if (pub.status !== 0) throw new Error(`publish failed: ${pub.stderr}`);
 
     const node: number[] = [];
@@ -93,7 +92,7 @@ export async function benchStartup(runs = 10): Promise<StartupBench> {
     // One warm-up of each (page cache, compile cache), then interleaved counted runs.
     for (let i = -1; i < runs; i++) {
       const n = await timeToExit(['-e', '']);
-      const h = await timeToExit([...NODE_FLAGS, CLI, '--help']);
+      const h = await timeToExit(derrickArgv(CLI, '--help'));
       const s = await timeToFirstAnswer(config);
       if (i < 0) continue;
       node.push(n);

@@ -1,6 +1,7 @@
 // Small helpers shared by the benchmarks.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { NODE_FLAGS } from '../../shared/node-flags.js';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -29,6 +30,9 @@ export function freePort(): Promise<number> {
     srv.on('error', reject);
   });
 }
+
+/** node's arguments for running derrick `cli` as its installed bin runs it: with the shebang's flags (shared/node-flags.ts). */
+export const derrickArgv = (cli: string, ...args: string[]): string[] => [...NODE_FLAGS, cli, ...args];
 
 /** Starts a node script and resolves once it prints `pattern`. */
 export function startNode(args: string[], pattern: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {

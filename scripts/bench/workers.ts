@@ -7,8 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateImage } from '../gen-image.js';
-import { freePort, loadTest, median, startNode, stop } from './util.js';
-import { NODE_FLAGS } from '../../shared/node-flags.js';
+import { derrickArgv, freePort, loadTest, median, startNode, stop } from './util.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../../cli.js');
@@ -32,13 +31,13 @@ export async function benchWorkers(seconds = 3, rounds = 3): Promise<WorkersBenc
     const img = await generateImage({ layoutDir: images, tag: 'latest', layers: [4096] });
     const config = path.join(dir, 'derrick.yaml');
     await fs.writeFile(config, `root: ./var\nkeep: 1\ngrace: 1m\nrepos:\n  - name: bench/app\n    from: oci:${images}\n`);
-    const pub = spawnSync(process.execPath, [...NODE_FLAGS, CLI, 'publish', '-c', config], { encoding: 'utf8' });
+    const pub = spawnSync(process.execPath, derrickArgv(CLI, 'publish', '-c', config), { encoding: 'utf8' });
     if (pub.status !== 0) throw new Error(pub.stderr);
 
     const urls: string[] = [];
     for (const workers of [1, 2]) {
       const port = await freePort();
-      children.push(await startNode([...NODE_FLAGS, CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`, '--workers', String(workers)], /listening/));
+      children.push(await startNode(derrickArgv(CLI, 'serve', '-c', config, '--listen', `127.0.0.1:${port}`, '--workers', String(workers)), /listening/));
       urls.push(`http://127.0.0.1:${port}/v2/bench/app/blobs/${img.blobs.at(-1)}`);
     }
     const [one, two] = urls as [string, string];
