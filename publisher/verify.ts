@@ -7,9 +7,10 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {
-  MASTER_NAME_RE, REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH, blobRelPath, manifestRelPath, repoKey, type Layout,
+  MASTER_NAME_RE, REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH, blobRelPath, manifestRelPath, repoKey, type Layout,
 } from '../shared/layout.js';
 import { parseRedirectFile, type RedirectFile } from '../shared/redirect-file.js';
+import { decodeRedirectIndex } from '../shared/redirect-index.js';
 import { readdirOrEmpty } from '../shared/publish/fsutil.js';
 
 /** One thing wrong, named the way an operator finds it: the repo, a path under root, the problem. */
@@ -68,14 +69,27 @@ export async function verifyMaster(l: Layout, repo: string, master: string, dama
   const hashes = opts.hashes ?? new Map<string, string>();
 
   let file: RedirectFile;
+  let json: Buffer;
   try {
-    const parsed = parseRedirectFile(await fs.readFile(path.join(dir, REDIRECT_FILE_NAME), 'utf8'));
+    json = await fs.readFile(path.join(dir, REDIRECT_FILE_NAME));
+    const parsed = parseRedirectFile(json.toString('utf8'));
     if (parsed.version !== 4 || !parsed.derrick) throw new Error('not a derrick redirect file (no derrick data)');
     file = parsed as RedirectFile;
   } catch (err) {
     // Without the list of names there is nothing else to check against.
     hurt(REDIRECT_FILE_NAME, `unreadable redirect file: ${errText(err)}`);
     return 1;
+  }
+  // The index is optional (older publishes have none); one that is there must describe this JSON,
+  // or serve quietly falls back to parsing it, and something changed the master after its publish.
+  const index = await fs.readFile(path.join(dir, REDIRECT_INDEX_NAME)).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : err));
+  if (index instanceof Error) hurt(REDIRECT_INDEX_NAME, `unreadable: ${errText(index)}`);
+  else if (index) {
+    try {
+      decodeRedirectIndex(index, json);
+    } catch (err) {
+      hurt(REDIRECT_INDEX_NAME, `${(err as Error).message}; serve reads redirect.json instead`);
+    }
   }
   const d = file.derrick!;
   if (d.master !== master) hurt(REDIRECT_FILE_NAME, `names master ${d.master}, not its own directory ${master}`);

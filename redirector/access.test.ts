@@ -27,9 +27,12 @@ describe('fileAreaOf', () => {
     expect(fileAreaOf(['app', KEY, 'x'])).toEqual({ area: 'hidden' });
   });
 
-  it("hides each master's own redirect.json, and only that one", () => {
-    expect(fileAreaOf(['master', KEY, '20260101T000000Z', 'redirect.json'])).toEqual({ area: 'hidden' });
-    expect(fileAreaOf(['web', KEY, 'redirect.json'])).toEqual({ area: 'hidden' });
+  it("hides each master's own redirect.json and redirect.idx, and only those", () => {
+    for (const f of ['redirect.json', 'redirect.idx']) {
+      expect(fileAreaOf(['master', KEY, '20260101T000000Z', f])).toEqual({ area: 'hidden' });
+      expect(fileAreaOf(['web', KEY, f])).toEqual({ area: 'hidden' });
+      expect(fileAreaOf(['web', KEY, 'manifests', f])).toEqual({ area: 'web', name: 'team/app' });
+    }
     // A tag named redirect.json, and a file of that name deeper down, are content.
     expect(fileAreaOf(['web', KEY, 'manifests', 'redirect.json'])).toEqual({ area: 'web', name: 'team/app' });
     expect(fileAreaOf(['master', KEY, '20260101T000000Z', 'manifests', 'redirect.json'])).toEqual({ area: 'master', name: 'team/app' });

@@ -13,7 +13,7 @@
 //   - redirect files (app/<key>.json and the redirect.json in each master) are internal and
 //     never served; nothing outside master/<key>/ and web/<key>/ is either.
 import { errors, type RegistryError } from '../shared/errors.js';
-import { REDIRECT_FILE_NAME, repoNameFromKey } from '../shared/layout.js';
+import { MASTER_META_FILES, repoNameFromKey } from '../shared/layout.js';
 import { checkSignature } from '../shared/signing.js';
 
 /** What the index knows: true/false, or undefined when it can't tell (no such repo, unreadable). */
@@ -50,10 +50,10 @@ export type FileArea =
 
 export function fileAreaOf(segments: readonly string[]): FileArea {
   const [top, key] = segments;
-  // A master's redirect.json is the file app/<key>.json links to: internal too (only that one:
-  // manifests/<dir>/redirect.json is a tag of that name).
+  // A master's redirect.json (the file app/<key>.json links to) and its redirect.idx are
+  // internal too (only those: manifests/<dir>/redirect.json is a tag of that name).
   const n = segments.length;
-  if (segments[n - 1] === REDIRECT_FILE_NAME && ((top === 'master' && n === 4) || (top === 'web' && n === 3))) return { area: 'hidden' };
+  if (MASTER_META_FILES.includes(segments[n - 1]!) && ((top === 'master' && n === 4) || (top === 'web' && n === 3))) return { area: 'hidden' };
   if ((top === 'master' || top === 'web') && key !== undefined && segments.length > 2) return { area: top, name: repoNameFromKey(key) };
   return { area: 'hidden' };
 }

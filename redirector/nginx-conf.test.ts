@@ -167,7 +167,7 @@ describe('nginxConf', () => {
       // A protected repo under a public cache prefix is named explicitly: the longest prefix wins.
       expect(block(conf, `^~ /published/${top}/hub~mine/ {`)).toContain('auth_basic "derrick";');
     }
-    expect(conf).toContain('location ~ "^/published/(master/[^/]+/[^/]+|web/[^/]+)/redirect\\.json$" { return 404; }');
+    expect(conf).toContain('location ~ "^/published/(master/[^/]+/[^/]+|web/[^/]+)/(redirect\\.json|redirect\\.idx)$" { return 404; }');
     expect(block(conf, '@derrick401')).toContain('"code":"UNAUTHORIZED"');
     // serve.anonymous false: no public exceptions.
     const closed = nginxConf(parseConfig(yaml.replace('serve:', 'serve:\n  anonymous: false'), path.join(root, 'derrick.yaml'), {}));

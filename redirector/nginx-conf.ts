@@ -37,7 +37,7 @@
 //  - `max_ranges 1`: several ranges get the whole file (200), as on the embedded server.
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
-import { MANIFEST_DIR, REDIRECT_FILE_NAME, repoKey } from '../shared/layout.js';
+import { MANIFEST_DIR, MASTER_META_FILES, repoKey } from '../shared/layout.js';
 import { CATALOG_CSP } from '../shared/catalog-page/assets.js';
 import { DIGEST_NAME_PATTERN, IMMUTABLE_CACHE_CONTROL, JSON_TYPE, MUTABLE_CACHE_CONTROL, OCTET_STREAM } from './files.js';
 
@@ -177,7 +177,7 @@ export function nginxConf(config: Config, opts: NginxConfOptions = {}): string {
     const digestOrName = `(?:(?<derrick_digest>${DIGEST_NAME_PATTERN})|[^/]+)$`;
     w(indent, '# dot-files and temp names (.tmp-*) are never served, nor redirect files');
     w(indent, 'location ~ "/\\." { return 404; }');
-    w(indent, `location ~ "^${reLiteral(prefix)}/(master/[^/]+/[^/]+|web/[^/]+)/${reLiteral(REDIRECT_FILE_NAME)}$" { return 404; }`);
+    w(indent, `location ~ "^${reLiteral(prefix)}/(master/[^/]+/[^/]+|web/[^/]+)/(${MASTER_META_FILES.map(reLiteral).join('|')})$" { return 404; }`);
     w(indent, `location ~ "/blobs/${digestOrName}" {`);
     leafBody(indent + 1, area, OCTET_STREAM, true);
     w(indent, '}');

@@ -11,6 +11,16 @@ export const TMP_PREFIX = '.tmp-';
 export const REDIRECT_FILE_NAME = 'redirect.json';
 
 /**
+ * The redirect file's binary index, beside it in the master (shared/redirect-index.ts): the same
+ * tables, ready to use, so a cold repo is loaded without parsing JSON. Optional: a master without
+ * one (an older publish, a crane tree) is served from redirect.json.
+ */
+export const REDIRECT_INDEX_NAME = 'redirect.idx';
+
+/** The files of a master that describe it and are never served. */
+export const MASTER_META_FILES: readonly string[] = [REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME];
+
+/**
  * Repo names may nest ("a" and "a/b" can both exist), so a name is flattened into one path
  * segment. '~' is URL-unreserved and never appears in an OCI repository name, so the mapping
  * is reversible and needs no escaping in nginx, a CDN or a URL.

@@ -254,6 +254,8 @@ function filePaths(): Array<{ repo: 'pub' | 'priv' | 'privOld' | 'gone'; what: s
     { repo, what: 'master manifest by tag', path: (c: Ctx) => `${c[repo].master}manifests/oci/${c[repo].tag}`, served: true },
     { repo, what: 'master tags/list', path: (c: Ctx) => `${c[repo].master}tags/list`, served: true },
     { repo, what: 'master redirect.json', path: (c: Ctx) => `${c[repo].master}redirect.json`, served: false },
+    { repo, what: 'master redirect.idx', path: (c: Ctx) => `${c[repo].master}redirect.idx`, served: false },
+    { repo, what: 'web redirect.idx', path: (c: Ctx) => `web/${c[repo].key}/redirect.idx`, served: false },
     { repo, what: 'web blob', path: (c: Ctx) => `web/${c[repo].key}/blobs/${c[repo].layer}`, served: true },
     { repo, what: 'web manifest by tag', path: (c: Ctx) => `web/${c[repo].key}/manifests/oci/${c[repo].tag}`, served: true },
     { repo, what: 'web tags/list', path: (c: Ctx) => `web/${c[repo].key}/tags/list`, served: true },

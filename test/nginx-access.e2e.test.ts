@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { layout, repoKey } from '../shared/layout.js';
+import { layout, MASTER_META_FILES, repoKey } from '../shared/layout.js';
 import { signPath } from '../shared/signing.js';
 import { generateImage } from '../scripts/gen-image.js';
 import { derrick } from './helpers/derrick.js';
@@ -49,7 +49,8 @@ describe.skipIf(!hasNginx)('protected content through nginx with the printed con
     await fs.rm(l.app('hub/gone'));
     await fs.rm(l.web('hub/gone'));
     publishedDir = l.publishedDir;
-    const served = (rel: string) => !rel.endsWith('redirect.json');
+    // A master's own redirect files are internal; anything else in it is content.
+    const served = (rel: string) => !MASTER_META_FILES.includes(rel);
     for (const [repo, name] of [['pub', 'pub/app'], ['priv', 'priv/app'], ['gone', 'hub/gone']] as const) {
       const [ts] = await fs.readdir(l.masterDir(name));
       const files = await listFiles(l.master(name, ts!));

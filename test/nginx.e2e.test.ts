@@ -10,7 +10,7 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../shared/config.js';
-import { layout, repoKey } from '../shared/layout.js';
+import { layout, MASTER_META_FILES, repoKey } from '../shared/layout.js';
 import { createLogger } from '../shared/log.js';
 import { MediaType } from '../shared/oci.js';
 import { signPath } from '../shared/signing.js';
@@ -138,8 +138,8 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
     expect(masters).toHaveLength(1);
     master = masters[0]!;
     masterRel = l.masterUrlPath(REPO, master); // master/<key>/<ts>/
-    // The redirect file is internal: never served (checked below), so not among the served files.
-    files = (await listFiles(l.master(REPO, master))).filter((f) => f !== 'redirect.json');
+    // The redirect file and its index are internal: never served (checked below), so not among the served files.
+    files = (await listFiles(l.master(REPO, master))).filter((f) => !MASTER_META_FILES.includes(f));
     // Debris a crashed publish could leave behind: never served.
     await fs.writeFile(path.join(l.master(REPO, master), 'blobs', '.tmp-partial'), 'partial');
     await fs.mkdir(path.join(l.masterDir(REPO), '.tmp-20990101T000000.000Z-000', 'tags'), { recursive: true });
@@ -214,7 +214,7 @@ describe.skipIf(!hasNginx)('generated nginx config against real nginx', () => {
       }
     }
     for (const server of [nginx, embedded]) {
-      for (const p of [`${PREFIX}/app/${KEY}.json`, `${PREFIX}/app/demo%7Ehello.json`, `${PREFIX}/app/`, `${PREFIX}/${masterRel}redirect.json`, `${PREFIX}/web/${KEY}/redirect.json`]) {
+      for (const p of [`${PREFIX}/app/${KEY}.json`, `${PREFIX}/app/demo%7Ehello.json`, `${PREFIX}/app/`, `${PREFIX}/${masterRel}redirect.json`, `${PREFIX}/web/${KEY}/redirect.json`, `${PREFIX}/${masterRel}redirect.idx`, `${PREFIX}/web/${KEY}/redirect.idx`]) {
         const res = await rawRequest(server.url, p);
         expect(res.status, `${server.url} ${p}`).toBe(404);
         expect(errorCode(res)).toBe('NAME_UNKNOWN');

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TAGS_LIST_REL_PATH, blobRelPath, layout, manifestRelPath, repoKey, type Layout } from '../shared/layout.js';
+import { REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH, blobRelPath, layout, manifestRelPath, repoKey, type Layout } from '../shared/layout.js';
 import { acquireLock } from '../shared/publish/lock.js';
 import { verifyRepo } from '../publisher/verify.js';
 import { derrick } from './helpers/derrick.js';
@@ -156,6 +156,19 @@ describe('derrick verify (real CLI, real published trees)', { timeout: 120_000 }
     expect(r.code).toBe(1);
     expect(damageLines(r.stdout)).toEqual([`${REPO}: ${rel(f, p)}: missing`]);
     await repairAndCheck(f);
+  });
+
+  it('a damaged redirect.idx: exit 1 naming it (serve would parse the JSON instead); --repair', async () => {
+    const f = await fixture();
+    const p = path.join(f.l.master(REPO, f.state.web), REDIRECT_INDEX_NAME);
+    const idx = await fs.readFile(p);
+    idx[idx.length - 2]! ^= 1;
+    await fs.writeFile(p, idx);
+    const r = await verify(f);
+    expect(r.code).toBe(1);
+    expect(damageLines(r.stdout)).toEqual([`${REPO}: ${rel(f, p)}: damaged (its CRC-32 does not match); serve reads redirect.json instead`]);
+    const after = await repairAndCheck(f);
+    await fs.access(path.join(f.l.master(REPO, after.web), REDIRECT_INDEX_NAME));
   });
 
   it('a blob corrupted in place (same size): only --deep finds it; --repair --deep replaces it', async () => {

@@ -4,35 +4,12 @@
 // manifest objects per repo were most of the cold path's GC time (issue 10). Strings are made
 // only for what a request asks for, and kept once made (a hot repo makes each one once).
 import type { ManifestEntry } from '../../shared/redirect-file.js';
+import { HEX, sha256Words, wordsToSha256, WORDS_PER_DIGEST as WORDS } from '../../shared/digest-words.js';
 
-/** A sha256 digest as 8 big-endian 32-bit words: 32 bytes, compared without a string. */
-const WORDS = 8;
-const SHA256_PREFIX = 'sha256:';
-const SHA256_LENGTH = SHA256_PREFIX.length + 64;
-
-/** Hex digit value of a char code, -1 for anything but [0-9a-f] (a digest is lowercase). */
-export const HEX = new Int8Array(256).fill(-1);
-for (let i = 0; i < 10; i++) HEX[48 + i] = i;
-for (let i = 0; i < 6; i++) HEX[97 + i] = 10 + i;
+export { HEX, sha256Words };
 
 /** One digest's words for look-ups (the parse is not re-entrant, and neither is a look-up). */
 const probe = new Uint32Array(WORDS);
-
-/** Decodes "sha256:<64 lowercase hex>" into `out` at `at`; false for any other digest. */
-export function sha256Words(digest: string, out: Uint32Array, at: number): boolean {
-  if (digest.length !== SHA256_LENGTH || !digest.startsWith(SHA256_PREFIX)) return false;
-  for (let w = 0; w < WORDS; w++) {
-    let v = 0;
-    for (let c = 0; c < 8; c++) {
-      const code = digest.charCodeAt(SHA256_PREFIX.length + w * 8 + c);
-      const h = code < 256 ? HEX[code]! : -1;
-      if (h < 0) return false;
-      v = (v << 4) | h; // int32 arithmetic; the Uint32Array store reads the bits unsigned
-    }
-    out[at + w] = v;
-  }
-  return true;
-}
 
 /** Orders two digests stored as words (a at `ai`, b at `bi`). */
 export function compareWords(a: Uint32Array, ai: number, b: Uint32Array, bi: number): number {
@@ -43,11 +20,7 @@ export function compareWords(a: Uint32Array, ai: number, b: Uint32Array, bi: num
   return 0;
 }
 
-const hexOf = (words: Uint32Array, at: number) => {
-  let s = SHA256_PREFIX;
-  for (let w = 0; w < WORDS; w++) s += words[at + w]!.toString(16).padStart(8, '0');
-  return s;
-};
+const hexOf = wordsToSha256;
 
 /**
  * A duplicate-free set of digests, each with an index 0..size-1: sha256 ones as words in file

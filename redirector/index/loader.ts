@@ -2,12 +2,13 @@
 // Single-flight per name; a bad file keeps the last good version (invariant 6), even for a
 // repo that was evicted, and a file refused once is not read again while it is unchanged.
 import path from 'node:path';
-import { REDIRECT_FILE_NAME, repoKey, type Layout } from '../../shared/layout.js';
+import { REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, repoKey, type Layout } from '../../shared/layout.js';
+import { RedirectIndexMismatch } from '../../shared/redirect-index.js';
 import type { Logger } from '../../shared/log.js';
-import { BadFileError, probeEntry, readEntry, type Entry } from './app-entry.js';
+import { BadFileError, probeEntry, readEntry, readRegularFileSync, type Entry } from './app-entry.js';
 import { newKnown, noteEntry, type Known } from './known.js';
 import { createLru, type Lru } from './lru.js';
-import { craneRepo, derrickRepo, parseDerrickFile } from './parse.js';
+import { craneRepo, derrickRepo, parseDerrickFile, parseDerrickIndex } from './parse.js';
 import type { IndexEvents, IndexedRepo, RepoVersion } from './types.js';
 
 export interface LoaderOptions {
@@ -70,10 +71,33 @@ export function createLoader(o: LoaderOptions): Loader {
     o.events?.onError?.(file, err);
   };
 
-  /** Reads and parses one derrick redirect file that must describe `name`. */
+  /**
+   * Reads one derrick redirect file that must describe `name`: through the master's redirect.idx
+   * when it is there and made from these bytes (no parse), else by parsing the JSON.
+   */
   const readVersion = async (name: string, e: Entry) => {
     reads++;
-    return parseDerrickFile(await readEntry(e), e.real, repoKey(name));
+    const json = await readEntry(e);
+    const idx = readIndexOf(e.real);
+    if (idx) {
+      try {
+        return parseDerrickIndex(idx, json, e.real, repoKey(name));
+      } catch (err) {
+        if (!(err instanceof RedirectIndexMismatch)) throw err;
+        // Harmless (the JSON serves), and `derrick verify` names it: not worth a warning per load.
+        o.log.debug({ file: e.real, why: err.message }, 'redirect index not used');
+      }
+    }
+    return parseDerrickFile(json, e.real, repoKey(name));
+  };
+
+  /** The index beside a master's redirect.json; undefined when there is none or it can't be read. */
+  const readIndexOf = (real: string) => {
+    try {
+      return readRegularFileSync(path.join(path.dirname(real), REDIRECT_INDEX_NAME), undefined, undefined, o.maxFileSize).buf;
+    } catch {
+      return undefined;
+    }
   };
 
   /** The versions still in their grace period, reusing those already in memory. */

@@ -1,8 +1,9 @@
 // The loader's hand check of the big maps must refuse exactly what the schema refuses there.
 import { describe, expect, it } from 'vitest';
 import { MediaType, sha256Digest } from '../../shared/oci.js';
-import { parseRedirectFile, RedirectFileError } from '../../shared/redirect-file.js';
-import { parseDerrickFile } from './parse.js';
+import { parseRedirectFile, RedirectFileError, type RedirectFile } from '../../shared/redirect-file.js';
+import { encodeRedirectIndex, RedirectIndexMismatch } from '../../shared/redirect-index.js';
+import { parseDerrickFile, parseDerrickIndex } from './parse.js';
 
 const d1 = sha256Digest(Buffer.from('one'));
 const d2 = sha256Digest(Buffer.from('two'));
@@ -72,5 +73,39 @@ describe('parseDerrickFile', () => {
 
   it('refuses a file whose name is not its key', () => {
     expect(() => parseDerrickFile(JSON.stringify(file()), '/x/redirect.json', 'other')).toThrow(/does not match the file name/);
+  });
+});
+
+describe('parseDerrickIndex', () => {
+  const serialized = (f: ReturnType<typeof file>) => {
+    const json = Buffer.from(JSON.stringify(f));
+    return { json, idx: encodeRedirectIndex(parseRedirectFile(json.toString()) as RedirectFile, json)! };
+  };
+
+  it('gives what parseDerrickFile gives for the same master', () => {
+    const f = file({ referrers: { [d1]: [{ mediaType: MediaType.ociManifest, digest: d2, size: 20 }] } });
+    const { json, idx } = serialized(f);
+    const viaJson = parseDerrickFile(json, '/x/m/redirect.json', 'a~b');
+    const viaIndex = parseDerrickIndex(idx, json, '/x/m/redirect.json', 'a~b');
+    expect([viaIndex.name, viaIndex.protected, viaIndex.referrers]).toEqual([viaJson.name, viaJson.protected, viaJson.referrers]);
+    expect([...viaIndex.tags]).toEqual([...viaJson.tags]);
+    expect(viaIndex.tags.sorted).toEqual(viaJson.tags.sorted);
+    expect([...viaIndex.version.manifests]).toEqual([...viaJson.version.manifests]);
+    expect([...viaIndex.version.blobs]).toEqual([...viaJson.version.blobs]);
+    const { manifests: _m, blobs: _b, ...rest } = viaIndex.version;
+    const { manifests: _jm, blobs: _jb, ...jsonRest } = viaJson.version;
+    expect(rest).toEqual(jsonRest);
+    expect(viaIndex.version.manifests.get(d2)?.children).toEqual(f.derrick.manifests[d2]!.children);
+  });
+
+  it('refuses an index of another repo, as the JSON is refused', () => {
+    const { json, idx } = serialized(file());
+    expect(() => parseDerrickIndex(idx, json, '/x/redirect.json', 'other')).toThrow(/does not match the file name/);
+  });
+
+  it('refuses an index made from other JSON, so the caller parses the JSON', () => {
+    const { idx } = serialized(file());
+    const edited = Buffer.from(JSON.stringify(file({ blobs: {} })));
+    expect(() => parseDerrickIndex(idx, edited, '/x/redirect.json', 'a~b')).toThrow(RedirectIndexMismatch);
   });
 });

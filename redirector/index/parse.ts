@@ -4,7 +4,8 @@ import { repoKey } from '../../shared/layout.js';
 import type { Descriptor } from '../../shared/oci.js';
 import { parseRedirectFile, parseRedirectJson, type AnyRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
 import { BadFileError } from './app-entry.js';
-import type { TagTable } from './compact.js';
+import { decodeRedirectIndex } from '../../shared/redirect-index.js';
+import { DigestSet, DigestTable, ManifestTable, TagTable } from './compact.js';
 import { scanDerrickFile, type ScannedFile } from './scan.js';
 import type { IndexedRepo, RepoVersion } from './types.js';
 
@@ -29,6 +30,8 @@ export interface ParsedDerrick {
   version: RepoVersion;
   tags: TagTable;
   referrers: Record<string, Descriptor[]>;
+  /** Read from the master's redirect.idx, not parsed from its JSON. */
+  viaIndex: boolean;
 }
 
 /**
@@ -50,6 +53,41 @@ export function parseDerrickFile(text: string | Buffer, real: string, expectKey?
     version: { url: parsed.url, master: d.master, dir: path.dirname(real), manifests: maps.manifests, blobs: maps.blobs },
     tags: maps.tags,
     referrers: d.referrers,
+    viaIndex: false,
+  };
+}
+
+/**
+ * The same, from the master's redirect.idx (shared/redirect-index.ts) and the JSON it must
+ * describe: no parse. Throws RedirectIndexMismatch when the index can't be used (the caller then
+ * parses the JSON), BadFileError when it names another repo.
+ */
+export function parseDerrickIndex(idx: Buffer, json: Buffer, real: string, expectKey?: string): ParsedDerrick {
+  const x = decodeRedirectIndex(idx, json);
+  if (expectKey !== undefined && repoKey(x.name) !== expectKey) {
+    throw new BadFileError(`repo-registry-id "${x.name}" does not match the file name (expected the key "${expectKey}")`);
+  }
+  const n = x.manifestSizes.length;
+  // build copies the words, so nothing here keeps the file's buffer alive.
+  const { table, index } = DigestTable.build(x.manifestWords, [], n);
+  const types = new Array<string>(table.size);
+  const sizes = new Float64Array(table.size);
+  for (let i = 0; i < n; i++) {
+    types[index[i]!] = x.manifestTypes[i]!;
+    sizes[index[i]!] = x.manifestSizes[i]!;
+  }
+  const manifests = new ManifestTable(table, types, sizes);
+  for (const dg in x.children) manifests.setChildren(dg, x.children[dg]);
+  // A table position per tag (the same as the file's unless a digest repeats, which JSON keys can't).
+  for (const [tag, m] of x.tags) x.tags.set(tag, index[m]!);
+  const blobs = new DigestSet(DigestTable.build(x.blobWords, [], x.blobWords.length / 8).table);
+  return {
+    name: x.name,
+    protected: x.protected,
+    version: { url: x.url, master: x.master, dir: path.dirname(real), manifests, blobs },
+    tags: new TagTable(x.tags, table),
+    referrers: x.referrers,
+    viaIndex: true,
   };
 }
 
@@ -69,6 +107,7 @@ export function derrickRepo(p: ParsedDerrick, file: string, real: string, cost: 
     referrers: p.referrers,
     previous: [],
     cost,
+    viaIndex: p.viaIndex,
   };
 }
 

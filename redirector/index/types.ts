@@ -38,6 +38,8 @@ export interface IndexedRepo {
   previous: Array<{ until: number; version: RepoVersion }>;
   /** What it counts against serve.index-memory: the size of the redirect files it came from. */
   cost: number;
+  /** Loaded through the master's redirect.idx rather than by parsing its JSON. */
+  viaIndex?: boolean;
 }
 
 export interface IndexEvents {

@@ -27,7 +27,8 @@ async function cached(dir: string, what: string, write: (dir: string) => Promise
 
 /** `<dir>/var` is the root; `<dir>/derrick.yaml` serves it. */
 export function derrickTree(repos: number, tags: number): Promise<string> {
-  return cached(path.join(CACHE_DIR, `tree-${repos}x${tags}`), `${repos} repos x ${tags} tags`, async (dir) => {
+  // "-idx": masters carry redirect.idx (trees written before it are rewritten once).
+  return cached(path.join(CACHE_DIR, `tree-${repos}x${tags}-idx`), `${repos} repos x ${tags} tags`, async (dir) => {
     const root = path.join(dir, 'var');
     let n = 0;
     await mapLimit(Array.from({ length: repos }, (_, i) => i), 8, async (i) => {

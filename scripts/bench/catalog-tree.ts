@@ -4,10 +4,11 @@
 // written (the redirector only redirects to them).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH, layout, manifestRelPath, masterName, repoKey } from '../../shared/layout.js';
+import { REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH, layout, manifestRelPath, masterName, repoKey } from '../../shared/layout.js';
 import { MediaType, sha256Digest } from '../../shared/oci.js';
 import { swapSymlink } from '../../shared/publish/swap.js';
 import { serializeRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
+import { encodeRedirectIndex } from '../../shared/redirect-index.js';
 
 export interface SyntheticRepo {
   name: string;
@@ -80,7 +81,9 @@ export async function writeSyntheticRepo(root: string, name: string, o: Syntheti
     derrick: { version: 1, master, published: new Date().toISOString(), tags, manifests, blobs, referrers: {} },
   };
   await fs.writeFile(path.join(dir, TAGS_LIST_REL_PATH), JSON.stringify({ name, tags: Object.keys(tags).sort() }));
-  await fs.writeFile(path.join(dir, REDIRECT_FILE_NAME), serializeRedirectFile(file));
+  const json = serializeRedirectFile(file);
+  await fs.writeFile(path.join(dir, REDIRECT_FILE_NAME), json);
+  await fs.writeFile(path.join(dir, REDIRECT_INDEX_NAME), encodeRedirectIndex(file, json)!);
   if (o.swap !== false) await swapRepo(root, name, master);
   return { name, master, tags, blobs: Object.keys(blobs) };
 }

@@ -10,11 +10,14 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import {
-  MASTER_NAME_RE, REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH, TMP_PREFIX,
+  MASTER_NAME_RE, REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH, TMP_PREFIX,
   blobRelPath, layout, manifestRelPath, repoKey,
 } from '../../shared/layout.js';
 import { parseRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
+import { decodeRedirectIndex, encodeRedirectIndex } from '../../shared/redirect-index.js';
+import { wordsToSha256 } from '../../shared/digest-words.js';
 
 /**
  * sha256 of a file. Store objects are immutable and published files are hardlinks to them, so a
@@ -67,6 +70,35 @@ const webTargetRe = (key: string) => new RegExp(`^\\.\\./master/${escapeRe(key)}
 const appTargetRe = (key: string) => new RegExp(`^\\.\\./master/${escapeRe(key)}/([^/]+)/${escapeRe(REDIRECT_FILE_NAME)}$`);
 const code = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
 
+/** What a master's redirect.idx says differently from its redirect.json, or undefined. */
+function indexDisagreement(index: Buffer, json: Buffer, file: RedirectFile): string | undefined {
+  let x;
+  try {
+    x = decodeRedirectIndex(index, json);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  const d = file.derrick!;
+  const manifests = Object.keys(d.manifests);
+  const said = {
+    name: x.name, protected: x.protected, url: x.url, master: x.master, children: x.children, referrers: x.referrers,
+    manifests: manifests.map((_, i) => [wordsToSha256(x.manifestWords, i * 8), x.manifestTypes[i], x.manifestSizes[i]]),
+    blobs: Object.keys(d.blobs).map((_, i) => wordsToSha256(x.blobWords, i * 8)),
+    tags: [...x.tags].map(([t, i]) => [t, manifests[i]]),
+  };
+  const children = Object.fromEntries(Object.entries(d.manifests).filter(([, m]) => m.children).map(([dg, m]) => [dg, m.children]));
+  const want = {
+    name: file['repo-registry-id'], protected: file.protected, url: file.url, master: d.master, children, referrers: d.referrers,
+    manifests: Object.entries(d.manifests).map(([dg, m]) => [dg, m.mediaType, m.size]),
+    blobs: Object.keys(d.blobs),
+    tags: Object.entries(d.tags),
+  };
+  for (const k of Object.keys(want) as Array<keyof typeof want>) {
+    if (!isDeepStrictEqual(said[k], want[k])) return `its ${k} differ from redirect.json's`;
+  }
+  return undefined;
+}
+
 /** Checks one complete master; returns its parsed redirect file (undefined if unreadable). */
 async function checkMaster(root: string, repo: string, master: string, opts: CheckTreeOptions, problems: string[]): Promise<RedirectFile | undefined> {
   const l = layout(root);
@@ -76,8 +108,10 @@ async function checkMaster(root: string, repo: string, master: string, opts: Che
   const st = await fs.lstat(dir).catch(() => undefined);
   if (!st?.isDirectory()) return void bad('is not a directory');
   let file: RedirectFile;
+  let json: Buffer;
   try {
-    const parsed = parseRedirectFile(await fs.readFile(path.join(dir, REDIRECT_FILE_NAME), 'utf8'));
+    json = await fs.readFile(path.join(dir, REDIRECT_FILE_NAME));
+    const parsed = parseRedirectFile(json.toString('utf8'));
     if (parsed.version !== 4) return void bad(`redirect file is v${parsed.version}, not v4`);
     file = parsed as RedirectFile;
   } catch (e) {
@@ -85,6 +119,14 @@ async function checkMaster(root: string, repo: string, master: string, opts: Che
   }
   const d = file.derrick;
   if (!d) return void bad('redirect file has no derrick data');
+  // Its index (none only for a non-sha256 digest): made from those bytes, saying what they say.
+  const index = await fs.readFile(path.join(dir, REDIRECT_INDEX_NAME)).catch(() => undefined);
+  if (!index) {
+    if (encodeRedirectIndex(file, json)) bad(`${REDIRECT_INDEX_NAME} is missing`);
+  } else {
+    const why = indexDisagreement(index, json, file);
+    if (why) bad(`${REDIRECT_INDEX_NAME}: ${why}`);
+  }
   if (d.master !== master) bad(`redirect file names master ${d.master}`);
   if (file['repo-registry-id'] !== repo) bad(`redirect file names repo ${file['repo-registry-id']}`);
   if (file.repository !== repoKey(repo)) bad(`redirect file names repository ${file.repository}`);

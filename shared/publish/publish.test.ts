@@ -4,11 +4,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import fsSync from 'node:fs';
-import { REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH, layout, masterName, type Layout } from '../layout.js';
+import { REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH, layout, masterName, type Layout } from '../layout.js';
 import { MediaType, sha256Digest } from '../oci.js';
 import { assertNoDebris, checkStore, checkTree, masters } from '../../test/helpers/tree.js';
 import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
 import { serializeRedirectFile } from '../redirect-file.js';
+import { decodeRedirectIndex } from '../redirect-index.js';
 import { buildRedirectFile, nextMasterName, publishRepo } from './publish.js';
 import type { RepoState } from './repo-state.js';
 import { openStore, type Store } from './store.js';
@@ -269,7 +270,11 @@ describe('publishRepo, more', () => {
     expect(await fs.readFile(tagsList, 'utf8')).toBe(JSON.stringify({ name: REPO, tags: ['v1', 'v2'] }) + '\n');
     const redirect = path.join(dir, REDIRECT_FILE_NAME);
     expect(await fs.readFile(redirect, 'utf8')).toBe(serializeRedirectFile(buildRedirectFile(state, l, r.master, false, 'https://cdn.example', at)));
-    for (const f of [tagsList, redirect]) expect((await fs.stat(f)).mode & 0o777).toBe(0o444);
+    // Its index, made from those very bytes.
+    const index = path.join(dir, REDIRECT_INDEX_NAME);
+    const decoded = decodeRedirectIndex(await fs.readFile(index), await fs.readFile(redirect));
+    expect([decoded.name, decoded.master, [...decoded.tags.keys()]]).toEqual([REPO, r.master, ['v2', 'v1']]);
+    for (const f of [tagsList, redirect, index]) expect((await fs.stat(f)).mode & 0o777).toBe(0o444);
     expect(await fs.readlink(l.web(REPO))).toBe(`../master/acme~web/${r.master}`);
     expect(await fs.readlink(l.app(REPO))).toBe(`../master/acme~web/${r.master}/${REDIRECT_FILE_NAME}`);
     const v1 = state.tags.v1!;
@@ -361,7 +366,7 @@ describe('publishRepo, more', () => {
   it('a repo with no tags still gets a complete master: blobs/, manifests/, tags/list and the redirect file', async () => {
     const r = await publishRepo({ layout: l, state: await stateFor(store, {}), protected: false, now });
     expect(r).toMatchObject({ outcome: 'published', linked: 0 });
-    expect((await fs.readdir(l.master(REPO, r.master))).sort()).toEqual(['blobs', 'manifests', REDIRECT_FILE_NAME, 'tags']);
+    expect((await fs.readdir(l.master(REPO, r.master))).sort()).toEqual(['blobs', 'manifests', REDIRECT_INDEX_NAME, REDIRECT_FILE_NAME, 'tags']);
     expect(await fs.readFile(path.join(l.master(REPO, r.master), TAGS_LIST_REL_PATH), 'utf8')).toBe(`{"name":"${REPO}","tags":[]}\n`);
   });
 });

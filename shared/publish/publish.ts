@@ -4,11 +4,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Layout } from '../layout.js';
 import {
-  MASTER_NAME_RE, REDIRECT_FILE_NAME, TAGS_LIST_REL_PATH,
+  MASTER_NAME_RE, REDIRECT_FILE_NAME, REDIRECT_INDEX_NAME, TAGS_LIST_REL_PATH,
   blobRelPath, manifestDir, masterName, masterNameDate, repoKey,
 } from '../layout.js';
 import { MediaType, amd64Child } from '../oci.js';
 import { type RedirectFile, REDIRECT_FILE_TYPE, serializeRedirectFile } from '../redirect-file.js';
+import { encodeRedirectIndex } from '../redirect-index.js';
 import { currentPublish, readMasterRedirect } from './current.js';
 import { fsyncDir, linkOrCopySync, readdirOrEmpty, tmpName, writeNewFileSynced } from './fsutil.js';
 import type { RepoState } from './repo-state.js';
@@ -119,7 +120,11 @@ async function buildMaster(l: Layout, state: RepoState, file: RedirectFile, dir:
   for (const [digest, dst] of links) counts[linkOrCopySync(l.storeBlob(digest), dst)]++;
   const tagsList = JSON.stringify({ name: state.name, tags: Object.keys(state.tags).sort() }) + '\n';
   await writeNewFileSynced(path.join(dir, TAGS_LIST_REL_PATH), tagsList);
-  await writeNewFileSynced(path.join(dir, REDIRECT_FILE_NAME), serializeRedirectFile(file));
+  const json = serializeRedirectFile(file);
+  await writeNewFileSynced(path.join(dir, REDIRECT_FILE_NAME), json);
+  // The redirector's fast way in (shared/redirect-index.ts); none when a digest is not sha256.
+  const index = encodeRedirectIndex(file, json);
+  if (index) await writeNewFileSynced(path.join(dir, REDIRECT_INDEX_NAME), index);
   // Entries (links, files) become durable with their directories; children before parents.
   for (const d of [...dirs].sort().reverse()) await fsyncDir(d);
   return counts;
