@@ -4,13 +4,25 @@
 // that was most of its start (issue 10: 10,000 x 50 catalog, spawn -> first answer, median of 5
 // alternating runs: 577 ms unbundled, 400 ms bundled). The rest of dist/ is tsc's output, which
 // the scripts (demo, bench, crash) import. Run after tsc: `node dist/scripts/bundle.js`.
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const dist = path.join(root, 'dist');
+
+/**
+ * zod exports every locale's messages as `z.locales` (64 languages, 366 KB of the 755 KB zod
+ * chunk), so nothing of them can be shaken out, and `serve` compiled them at every start. derrick
+ * uses only English, which zod configures itself with: the locales index becomes just `en`.
+ */
+const zodEnglishOnly: Plugin = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, () => ({ contents: 'export { default as en } from "./en.js";', resolveDir: path.join(root, 'node_modules/zod/v4/locales') }));
+  },
+};
 
 await fs.rm(path.join(dist, 'chunks'), { recursive: true, force: true });
 await build({
@@ -40,6 +52,7 @@ await build({
     ].join('\n'),
   },
   logLevel: 'warning',
+  plugins: [zodEnglishOnly],
 });
 // The bin is run as a program: its shebang (cli.ts's first line, kept by esbuild) passes derrick's node flags.
 await fs.chmod(path.join(dist, 'cli.js'), 0o755);

@@ -1,6 +1,7 @@
 // derrick as its installed bin runs it (`derrick serve`, what the systemd unit starts): the built
 // cli.js executed as a program, so its shebang (`env -S node <flags>`) starts node with
 // shared/node-flags.ts's flags, and the server answers a real pull request.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NODE_FLAGS } from '../shared/node-flags.js';
@@ -37,5 +38,14 @@ describe('dist/cli.js run as a program', () => {
     const r = await fetch(`http://127.0.0.1:${port}/v2/demo/bin/manifests/v1`, { headers: { Accept: img.mediaType } });
     expect(r.status).toBe(200);
     expect(r.headers.get('docker-content-digest')).toBe(img.digest);
+  });
+
+  it("reports a bad config in zod's English (the bundle keeps only that locale)", async () => {
+    const bad = `${tmp.dir}/bad.yaml`;
+    await fs.writeFile(bad, 'root: 5\nserve:\n  listen: 12\n');
+    const r = spawnSync(CLI, ['serve', '-c', bad], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${bad}:1: root: Invalid input: expected string, received number`);
+    expect(r.stderr).toContain(`${bad}:3: serve.listen: Invalid input: expected string, received number`);
   });
 });
