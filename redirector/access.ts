@@ -10,8 +10,8 @@
 //   - the file server: with signing off, the same Basic credentials; with signing on, the
 //     signature is the proof: every master/ URL needs one (derrick hands out only signed master
 //     URLs), and so does web/<key>/ of a repo that needs proof; web/ of a public repo stays open;
-//   - redirect files (app/<key>.json and the redirect.json in each master) are internal and
-//     never served; nothing outside master/<key>/ and web/<key>/ is either.
+//   - redirect files (app/<key>.json, and the redirect.json and redirect.idx of each master) are
+//     internal and never served; nothing outside master/<key>/ and web/<key>/ is either.
 import { errors, type RegistryError } from '../shared/errors.js';
 import { MASTER_META_FILES, repoNameFromKey } from '../shared/layout.js';
 import { checkSignature } from '../shared/signing.js';
