@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { MediaType, sha256Digest } from './oci.js';
 import { parseRedirectFile, serializeRedirectFile, type RedirectFile } from './redirect-file.js';
-import { decodeRedirectIndex, encodeRedirectIndex, RedirectIndexMismatch } from './redirect-index.js';
+import { decodeRedirectIndex, encodeRedirectIndex, indexTags, RedirectIndexMismatch } from './redirect-index.js';
+import { crc32 } from 'node:zlib';
 import { wordsToSha256 } from './digest-words.js';
 
 const dg = (s: string) => sha256Digest(Buffer.from(s));
@@ -45,7 +46,10 @@ describe('redirect index', () => {
     expect([...x.manifestSizes]).toEqual(Object.values(d.manifests).map((m) => m.size));
     expect(x.manifestTypes).toEqual(Object.values(d.manifests).map((m) => m.mediaType));
     expect(Object.keys(d.blobs).map((_, i) => wordsToSha256(x.blobWords, i * 8))).toEqual(Object.keys(d.blobs));
-    expect([...x.tags].map(([t, i]) => [t, manifests[i]])).toEqual(Object.entries(d.tags));
+    // Sorted by name (code unit order), whatever the JSON's order.
+    const sorted = Object.entries(d.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    expect(sorted.map(([t]) => t)).toEqual(['10', '2', 'latest', 'v1.0-rc_1']);
+    expect(indexTags(x).map(([t, i]) => [t, manifests[i]])).toEqual(sorted);
     expect(x.children).toEqual({ [m2]: d.manifests[m2]!.children });
     expect(x.referrers).toEqual(d.referrers);
   });
@@ -73,6 +77,23 @@ describe('redirect index', () => {
       expect(() => decodeRedirectIndex(bad, json), `byte ${at}`).toThrow(RedirectIndexMismatch);
     }
     for (const n of [0, 10, 47, 48, idx.length - 1]) expect(() => decodeRedirectIndex(idx.subarray(0, n), json)).toThrow(RedirectIndexMismatch);
+  });
+
+  it('is refused when its tags are not sorted (a lookup by binary search would miss one)', () => {
+    const f = file();
+    f.derrick!.tags = { aa: m1, ab: m2 };
+    const json = Buffer.from(serializeRedirectFile(f));
+    const idx = encodeRedirectIndex(f, json)!;
+    const at = idx.indexOf('aaab', 48, 'latin1');
+    expect(at).toBeGreaterThan(0);
+    const swapped = Buffer.from(idx);
+    swapped.write('abaa', at, 'latin1');
+    swapped.writeUInt32LE(crc32(swapped.subarray(12)), 8); // a well-formed index, but unsorted
+    expect(() => decodeRedirectIndex(swapped, json)).toThrow(/tags are not sorted/);
+    const repeated = Buffer.from(idx);
+    repeated.write('aaaa', at, 'latin1');
+    repeated.writeUInt32LE(crc32(repeated.subarray(12)), 8);
+    expect(() => decodeRedirectIndex(repeated, json)).toThrow(/tags are not sorted/);
   });
 
   it('is not written for a digest that is not sha256 (the JSON serves alone)', () => {

@@ -11,7 +11,8 @@
 //   20 manifests  24 blobs  28 tags  32 tag-name bytes  36 rest bytes  40 zero (8 bytes)
 //   48 manifest digests (8 u32 words each, see digest-words.ts), blob digests,
 //      manifest sizes (f64), manifest media types (u32, into rest.types), tag targets (u32, a
-//      manifest's position), tag name lengths (u8), tag names (ASCII), rest (UTF-8 JSON).
+//      manifest's position), tag name lengths (u8), tag names (ASCII), rest (UTF-8 JSON). Tags
+//      are sorted by name (the redirector looks them up by binary search, in place).
 import os from 'node:os';
 import { crc32 } from 'node:zlib';
 import { sha256Words, WORDS_PER_DIGEST } from './digest-words.js';
@@ -44,8 +45,11 @@ export interface RedirectIndex {
   manifestSizes: Float64Array;
   manifestTypes: string[];
   blobWords: Uint32Array;
-  /** Tag -> manifest position, in the JSON's order. */
-  tags: Map<string, number>;
+  /** Every tag name, sorted, concatenated; tag i ends at tagEnds[i]. */
+  tagNames: string;
+  tagEnds: Uint32Array;
+  /** Tag i's manifest position. */
+  tagTargets: Uint32Array;
   /** An index's children, by manifest digest (only the manifests that have them). */
   children: Record<string, ManifestEntry['children']>;
   referrers: Record<string, Descriptor[]>;
@@ -61,7 +65,7 @@ export function encodeRedirectIndex(file: RedirectFile, json: Buffer | string): 
   const jsonBytes = typeof json === 'string' ? Buffer.from(json) : json;
   const manifests = Object.entries(d.manifests);
   const blobs = Object.keys(d.blobs);
-  const tags = Object.entries(d.tags);
+  const tags = Object.entries(d.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const position = new Map(manifests.map(([digest], i) => [digest, i]));
   const types: string[] = [];
   const children: Rest['children'] = {};
@@ -95,6 +99,11 @@ export function encodeRedirectIndex(file: RedirectFile, json: Buffer | string): 
   restBytes.copy(out, at);
   out.writeUInt32LE(crc32(out.subarray(12)), 8);
   return out;
+}
+
+/** An index's tags as [name, manifest position], sorted by name (for checks and tools). */
+export function indexTags(x: RedirectIndex): Array<[string, number]> {
+  return Array.from(x.tagEnds, (end, i) => [x.tagNames.slice(i === 0 ? 0 : x.tagEnds[i - 1]!, end), x.tagTargets[i]!]);
 }
 
 /** Why an index was not used (the reader then parses the JSON). */
@@ -138,11 +147,29 @@ export function decodeRedirectIndex(idx: Buffer, json: Buffer): RedirectIndex {
   }
   const manifestTypes = new Array<string>(nM);
   for (let i = 0; i < nM; i++) manifestTypes[i] = rest.types[typeOf[i]!] ?? bad('damaged (a media type out of range)');
-  const tags = new Map<string, number>();
-  for (let i = 0; i < nT; i++) {
+  const tagNames = b.toString('latin1', at, at + tagBytes);
+  const tagEnds = new Uint32Array(nT);
+  for (let i = 0, end = 0; i < nT; i++) {
     if (targets[i]! >= nM) bad('damaged (a tag points past the manifests)');
-    tags.set(b.toString('latin1', at, (at += lengths[i]!)), targets[i]!);
+    tagEnds[i] = end += lengths[i]!;
+    if (i > 0 && !(compareNames(tagNames, tagEnds, i - 1) < 0)) bad('damaged (its tags are not sorted)');
   }
   const { name, url, master, children, referrers } = rest;
-  return { name, protected: rest.protected, url, master, manifestWords, manifestSizes, manifestTypes, blobWords, tags, children, referrers };
+  return {
+    name, protected: rest.protected, url, master, manifestWords, manifestSizes, manifestTypes, blobWords,
+    tagNames, tagEnds, tagTargets: targets, children, referrers,
+  };
+}
+
+/** Name i against name i + 1 of a concatenation, by UTF-16 code unit (as Array.prototype.sort). */
+function compareNames(names: string, ends: Uint32Array, i: number): number {
+  const a = i === 0 ? 0 : ends[i - 1]!;
+  const b = ends[i]!;
+  const aLen = b - a;
+  const bLen = ends[i + 1]! - b;
+  for (let k = 0; k < Math.min(aLen, bLen); k++) {
+    const d = names.charCodeAt(a + k) - names.charCodeAt(b + k);
+    if (d !== 0) return d;
+  }
+  return aLen - bLen;
 }

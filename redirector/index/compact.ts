@@ -193,7 +193,7 @@ export class ManifestTable implements ReadonlyMap<string, ManifestEntry> {
 }
 
 /** Tags, each pointing at a manifest's index; sorted only when a tags/list asks. */
-export class TagTable implements ReadonlyMap<string, string> {
+export class TagTable implements Tags {
   private sortedNames: string[] | undefined;
   constructor(
     /** Tag -> manifest index, in file order. */
@@ -222,6 +222,85 @@ export class TagTable implements ReadonlyMap<string, string> {
   }
   *values(): MapIterator<string> {
     for (const i of this.target.values()) yield this.manifests.digestAt(i);
+  }
+  [Symbol.iterator]() {
+    return this.entries();
+  }
+  forEach(fn: (value: string, key: string, map: ReadonlyMap<string, string>) => void, thisArg?: unknown): void {
+    for (const [t, d] of this.entries()) fn.call(thisArg, d, t, this);
+  }
+}
+
+/** What a repo version's tags are: tag -> digest, and the names sorted (for tags/list). */
+export interface Tags extends ReadonlyMap<string, string> {
+  /** Sorted, and never changed (it is also the repo's sortedTags). */
+  readonly sorted: string[];
+}
+
+/**
+ * Tags read from a redirect index (shared/redirect-index.ts), which stores them sorted: every
+ * name in one string, found by binary search. A loaded repo then holds three objects for its
+ * tags instead of a Map and a string per tag, which a young-generation GC copied for each cold
+ * repo (issue 10); a name becomes a string only when something lists the tags.
+ */
+export class PackedTagTable implements Tags {
+  private sortedNames: string[] | undefined;
+  constructor(
+    /** The names, sorted, concatenated. */
+    private readonly names: string,
+    /** Where name i ends in `names` (it starts where name i - 1 ends). */
+    private readonly ends: Uint32Array,
+    /** Name i's manifest, as an index into `manifests`. */
+    private readonly targets: Int32Array,
+    readonly manifests: DigestTable,
+  ) {}
+  get size() {
+    return this.ends.length;
+  }
+  get sorted(): string[] {
+    return (this.sortedNames ??= Array.from({ length: this.size }, (_, i) => this.nameAt(i)));
+  }
+  private nameAt(i: number): string {
+    return this.names.slice(i === 0 ? 0 : this.ends[i - 1]!, this.ends[i]!);
+  }
+  /** Name i compared with `tag` as the sort compares strings (by UTF-16 code unit). */
+  private compareAt(i: number, tag: string): number {
+    const start = i === 0 ? 0 : this.ends[i - 1]!;
+    const len = this.ends[i]! - start;
+    const n = Math.min(len, tag.length);
+    for (let k = 0; k < n; k++) {
+      const d = this.names.charCodeAt(start + k) - tag.charCodeAt(k);
+      if (d !== 0) return d;
+    }
+    return len - tag.length;
+  }
+  private find(tag: string): number {
+    let lo = 0;
+    let hi = this.size - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = this.compareAt(mid, tag);
+      if (c === 0) return mid;
+      if (c < 0) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+  has(tag: string): boolean {
+    return this.find(tag) >= 0;
+  }
+  get(tag: string): string | undefined {
+    const i = this.find(tag);
+    return i < 0 ? undefined : this.manifests.digestAt(this.targets[i]!);
+  }
+  *entries(): MapIterator<[string, string]> {
+    for (let i = 0; i < this.size; i++) yield [this.nameAt(i), this.manifests.digestAt(this.targets[i]!)];
+  }
+  *keys(): MapIterator<string> {
+    for (let i = 0; i < this.size; i++) yield this.nameAt(i);
+  }
+  *values(): MapIterator<string> {
+    for (let i = 0; i < this.size; i++) yield this.manifests.digestAt(this.targets[i]!);
   }
   [Symbol.iterator]() {
     return this.entries();

@@ -88,7 +88,7 @@ describe('parseDerrickIndex', () => {
     const viaJson = parseDerrickFile(json, '/x/m/redirect.json', 'a~b');
     const viaIndex = parseDerrickIndex(idx, json, '/x/m/redirect.json', 'a~b');
     expect([viaIndex.name, viaIndex.protected, viaIndex.referrers]).toEqual([viaJson.name, viaJson.protected, viaJson.referrers]);
-    expect([...viaIndex.tags]).toEqual([...viaJson.tags]);
+    expect(Object.fromEntries(viaIndex.tags)).toEqual(Object.fromEntries(viaJson.tags));
     expect(viaIndex.tags.sorted).toEqual(viaJson.tags.sorted);
     expect([...viaIndex.version.manifests]).toEqual([...viaJson.version.manifests]);
     expect([...viaIndex.version.blobs]).toEqual([...viaJson.version.blobs]);
@@ -96,6 +96,24 @@ describe('parseDerrickIndex', () => {
     const { manifests: _jm, blobs: _jb, ...jsonRest } = viaJson.version;
     expect(rest).toEqual(jsonRest);
     expect(viaIndex.version.manifests.get(d2)?.children).toEqual(f.derrick.manifests[d2]!.children);
+  });
+
+  it('finds every tag by name, and no other, whatever the JSON\'s order (prefixes, integer-like names)', () => {
+    const names = ['v1', 'v1.0', 'v1.0.1', 'v10', 'latest', '2', '10', 'a', 'Z', '_x', 'v1-rc'];
+    const tags = Object.fromEntries(names.map((t, i) => [t, i % 2 ? d1 : d2]));
+    const { json, idx } = serialized(file({ tags }));
+    const p = parseDerrickIndex(idx, json, '/x/redirect.json', 'a~b');
+    expect(p.tags.size).toBe(names.length);
+    for (const t of names) {
+      expect(p.tags.has(t), t).toBe(true);
+      expect(p.tags.get(t), t).toBe(tags[t]);
+    }
+    for (const t of ['v', 'v1.', 'v1.0.2', 'v100', '1', '', 'z', 'latest0']) {
+      expect(p.tags.has(t), t).toBe(false);
+      expect(p.tags.get(t), t).toBeUndefined();
+    }
+    expect(p.tags.sorted).toEqual([...names].sort());
+    expect([...p.tags.keys()]).toEqual([...names].sort());
   });
 
   it('refuses an index of another repo, as the JSON is refused', () => {

@@ -5,7 +5,7 @@ import type { Descriptor } from '../../shared/oci.js';
 import { parseRedirectFile, parseRedirectJson, type AnyRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
 import { decodeRedirectIndex } from '../../shared/redirect-index.js';
 import { BadFileError } from './app-entry.js';
-import { DigestSet, DigestTable, ManifestTable, TagTable } from './compact.js';
+import { DigestSet, DigestTable, ManifestTable, PackedTagTable, type Tags } from './compact.js';
 import { scanDerrickFile, type ScannedFile } from './scan.js';
 import type { IndexedRepo, RepoVersion } from './types.js';
 
@@ -28,7 +28,7 @@ export interface ParsedDerrick {
   name: string;
   protected: boolean;
   version: RepoVersion;
-  tags: TagTable;
+  tags: Tags;
   referrers: Record<string, Descriptor[]>;
   /** Read from the master's redirect.idx, not parsed from its JSON. */
   viaIndex: boolean;
@@ -79,13 +79,14 @@ export function parseDerrickIndex(idx: Buffer, json: Buffer, real: string, expec
   const manifests = new ManifestTable(table, types, sizes);
   for (const dg in x.children) manifests.setChildren(dg, x.children[dg]);
   // A table position per tag (the same as the file's unless a digest repeats, which JSON keys can't).
-  for (const [tag, m] of x.tags) x.tags.set(tag, index[m]!);
+  const targets = new Int32Array(x.tagTargets.length);
+  for (let i = 0; i < targets.length; i++) targets[i] = index[x.tagTargets[i]!]!;
   const blobs = new DigestSet(DigestTable.build(x.blobWords, [], x.blobWords.length / 8).table);
   return {
     name: x.name,
     protected: x.protected,
     version: { url: x.url, master: x.master, dir: path.dirname(real), manifests, blobs },
-    tags: new TagTable(x.tags, table),
+    tags: new PackedTagTable(x.tagNames, x.tagEnds, targets, table),
     referrers: x.referrers,
     viaIndex: true,
   };

@@ -16,7 +16,7 @@ import {
   blobRelPath, layout, manifestRelPath, repoKey,
 } from '../../shared/layout.js';
 import { parseRedirectFile, type RedirectFile } from '../../shared/redirect-file.js';
-import { decodeRedirectIndex, encodeRedirectIndex } from '../../shared/redirect-index.js';
+import { decodeRedirectIndex, encodeRedirectIndex, indexTags } from '../../shared/redirect-index.js';
 import { wordsToSha256 } from '../../shared/digest-words.js';
 
 /**
@@ -84,14 +84,14 @@ function indexDisagreement(index: Buffer, json: Buffer, file: RedirectFile): str
     name: x.name, protected: x.protected, url: x.url, master: x.master, children: x.children, referrers: x.referrers,
     manifests: manifests.map((_, i) => [wordsToSha256(x.manifestWords, i * 8), x.manifestTypes[i], x.manifestSizes[i]]),
     blobs: Object.keys(d.blobs).map((_, i) => wordsToSha256(x.blobWords, i * 8)),
-    tags: [...x.tags].map(([t, i]) => [t, manifests[i]]),
+    tags: indexTags(x).map(([t, i]) => [t, manifests[i]]),
   };
   const children = Object.fromEntries(Object.entries(d.manifests).filter(([, m]) => m.children).map(([dg, m]) => [dg, m.children]));
   const want = {
     name: file['repo-registry-id'], protected: file.protected, url: file.url, master: d.master, children, referrers: d.referrers,
     manifests: Object.entries(d.manifests).map(([dg, m]) => [dg, m.mediaType, m.size]),
     blobs: Object.keys(d.blobs),
-    tags: Object.entries(d.tags),
+    tags: Object.entries(d.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
   };
   for (const k of Object.keys(want) as Array<keyof typeof want>) {
     if (!isDeepStrictEqual(said[k], want[k])) return `its ${k} differ from redirect.json's`;

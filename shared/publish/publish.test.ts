@@ -9,7 +9,7 @@ import { MediaType, sha256Digest } from '../oci.js';
 import { assertNoDebris, checkStore, checkTree, masters } from '../../test/helpers/tree.js';
 import { tmpDir, type TmpDir } from '../../test/helpers/tmp.js';
 import { serializeRedirectFile } from '../redirect-file.js';
-import { decodeRedirectIndex } from '../redirect-index.js';
+import { decodeRedirectIndex, indexTags } from '../redirect-index.js';
 import { buildRedirectFile, nextMasterName, publishRepo } from './publish.js';
 import type { RepoState } from './repo-state.js';
 import { openStore, type Store } from './store.js';
@@ -273,7 +273,7 @@ describe('publishRepo, more', () => {
     // Its index, made from those very bytes.
     const index = path.join(dir, REDIRECT_INDEX_NAME);
     const decoded = decodeRedirectIndex(await fs.readFile(index), await fs.readFile(redirect));
-    expect([decoded.name, decoded.master, [...decoded.tags.keys()]]).toEqual([REPO, r.master, ['v2', 'v1']]);
+    expect([decoded.name, decoded.master, indexTags(decoded).map(([t]) => t)]).toEqual([REPO, r.master, ['v1', 'v2']]);
     for (const f of [tagsList, redirect, index]) expect((await fs.stat(f)).mode & 0o777).toBe(0o444);
     expect(await fs.readlink(l.web(REPO))).toBe(`../master/acme~web/${r.master}`);
     expect(await fs.readlink(l.app(REPO))).toBe(`../master/acme~web/${r.master}/${REDIRECT_FILE_NAME}`);
