@@ -161,14 +161,21 @@ export function decodeRedirectIndex(idx: Buffer, json: Buffer): RedirectIndex {
   };
 }
 
-/** Name i against name i + 1 of a concatenation, by UTF-16 code unit (as Array.prototype.sort). */
+/** Name i against name i + 1 of a concatenation (see compareRanges). */
 function compareNames(names: string, ends: Uint32Array, i: number): number {
-  const a = i === 0 ? 0 : ends[i - 1]!;
-  const b = ends[i]!;
-  const aLen = b - a;
-  const bLen = ends[i + 1]! - b;
+  return compareRanges(names, i === 0 ? 0 : ends[i - 1]!, ends[i]!, names, ends[i]!, ends[i + 1]!);
+}
+
+/**
+ * a[aStart, aEnd) against b[bStart, bEnd) by UTF-16 code unit, as Array.prototype.sort orders
+ * strings, without slicing either: the order the index's tags are in, and the one a lookup of a
+ * tag among them (redirector/index/compact.ts) searches by.
+ */
+export function compareRanges(a: string, aStart: number, aEnd: number, b: string, bStart: number, bEnd: number): number {
+  const aLen = aEnd - aStart;
+  const bLen = bEnd - bStart;
   for (let k = 0; k < Math.min(aLen, bLen); k++) {
-    const d = names.charCodeAt(a + k) - names.charCodeAt(b + k);
+    const d = a.charCodeAt(aStart + k) - b.charCodeAt(bStart + k);
     if (d !== 0) return d;
   }
   return aLen - bLen;

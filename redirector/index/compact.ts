@@ -5,6 +5,7 @@
 // only for what a request asks for, and kept once made (a hot repo makes each one once).
 import type { ManifestEntry } from '../../shared/redirect-file.js';
 import { HEX, sha256Words, wordsToSha256, WORDS_PER_DIGEST as WORDS } from '../../shared/digest-words.js';
+import { compareRanges } from '../../shared/redirect-index.js';
 
 export { HEX, sha256Words };
 
@@ -263,16 +264,9 @@ export class PackedTagTable implements Tags {
   private nameAt(i: number): string {
     return this.names.slice(i === 0 ? 0 : this.ends[i - 1]!, this.ends[i]!);
   }
-  /** Name i compared with `tag` as the sort compares strings (by UTF-16 code unit). */
+  /** Name i compared with `tag` as the sort compares strings. */
   private compareAt(i: number, tag: string): number {
-    const start = i === 0 ? 0 : this.ends[i - 1]!;
-    const len = this.ends[i]! - start;
-    const n = Math.min(len, tag.length);
-    for (let k = 0; k < n; k++) {
-      const d = this.names.charCodeAt(start + k) - tag.charCodeAt(k);
-      if (d !== 0) return d;
-    }
-    return len - tag.length;
+    return compareRanges(this.names, i === 0 ? 0 : this.ends[i - 1]!, this.ends[i]!, tag, 0, tag.length);
   }
   private find(tag: string): number {
     let lo = 0;
